@@ -1,0 +1,144 @@
+"""One typed settings object: a TOML file, then environment overrides.
+
+The TOML file (``--config``, default ``config/warnd.toml``) holds everything
+but secrets; environment variables override it:
+
+==========================  =============================================
+``WARND_HTTP_HOST``         ``[http] host``
+``WARND_HTTP_PORT``         ``[http] port``
+``WARND_DATA_DIR``          ``data_dir``
+``WARND_REDIS_URL``         ``[redis] url`` (may carry a password: secret)
+``WARND_LOG_LEVEL``         ``[log] level``
+``WARND_LOG_FORMAT``        ``[log] format`` (``json``, ``console``, ``auto``)
+``WARND_MAX_BODY_BYTES``    ``[http] max_body_bytes``
+==========================  =============================================
+
+Relative paths in the file are resolved against the file's directory's
+parent when the file lives in a ``config/`` folder (so ``config/demo.toml``
+may say ``data_dir = "var"``), else against the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from warnd.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/warnd.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8640, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Request bodies over this many bytes are refused with 413 unread."""
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None
+    """Redis URL (``redis://``, ``rediss://``, ``unix://``). Unset: embedded."""
+    key_prefix: str = Field(default="warnd", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class IssuerSettings(_Section):
+    """Who this office is, for identifiers of warnings it issues itself."""
+
+    area_code: str = Field(default="000000", pattern=r"^\d{6}$")
+    """GB/T 2260 code of the issuing office's area."""
+    unit_code: str = Field(default="00000", pattern=r"^\d{5}$")
+    """Issuing unit code (GB/T 35965.1: 5 digits after the area code)."""
+    sender: str = Field(default="warnd@localhost", pattern=r"^[^\s,<&]+$")
+    sender_name: str = "warnd"
+
+
+class DemoSettings(_Section):
+    operator_token: bool = False
+    """Create a demo operator token at start (``make run``) and print it."""
+    token_areas: list[str] = Field(default_factory=list)
+
+
+class Settings(_Section):
+    data_dir: Path = Path("var")
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    issuer: IssuerSettings = Field(default_factory=IssuerSettings)
+    taxonomy_file: Path = Path("config/taxonomy.toml")
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+    expiry_sweep_seconds: float = Field(default=30.0, gt=0)
+
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def redis_socket(self) -> Path:
+        """Where the embedded redis-server listens."""
+        return self.data_dir / "redis.sock"
+
+
+_ENV: dict[str, tuple[str, ...]] = {
+    "WARND_HTTP_HOST": ("http", "host"),
+    "WARND_HTTP_PORT": ("http", "port"),
+    "WARND_MAX_BODY_BYTES": ("http", "max_body_bytes"),
+    "WARND_DATA_DIR": ("data_dir",),
+    "WARND_REDIS_URL": ("redis", "url"),
+    "WARND_LOG_LEVEL": ("log", "level"),
+    "WARND_LOG_FORMAT": ("log", "format"),
+}
+
+
+def _base_dir(config_path: Path) -> Path:
+    parent = config_path.resolve().parent
+    return parent.parent if parent.name == "config" else parent
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, override and validate the settings; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    config_path = path if path is not None else DEFAULT_CONFIG
+    if config_path.exists():
+        try:
+            with config_path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+    elif path is not None:
+        raise ConfigError(f"{config_path}: no such configuration file")
+    for var, where in _ENV.items():
+        if var in env and env[var] != "":
+            node = raw
+            for key in where[:-1]:
+                node = node.setdefault(key, {})
+            node[where[-1]] = env[var]
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{config_path}: {'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems[0], problems=problems) from None
+    base = _base_dir(config_path) if config_path.exists() else Path.cwd()
+    if not settings.data_dir.is_absolute() and "WARND_DATA_DIR" not in env:
+        settings.data_dir = base / settings.data_dir
+    if not settings.taxonomy_file.is_absolute():
+        settings.taxonomy_file = base / settings.taxonomy_file
+    settings.config_path = config_path if config_path.exists() else None
+    return settings
