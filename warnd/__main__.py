@@ -1,0 +1,5 @@
+import sys
+
+from warnd.cli import main
+
+sys.exit(main())

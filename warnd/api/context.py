@@ -1,0 +1,86 @@
+"""What handlers share: the services object, the caller, the bounded body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from warnd.audit import Audit
+from warnd.auth import Principal, TokenStore
+from warnd.errors import PayloadTooLarge, Unauthorized
+from warnd.ingest import Intake
+from warnd.keys import Keys
+from warnd.settings import Settings
+from warnd.store import AlertStore
+from warnd.taxonomy import Taxonomy
+
+
+@dataclass(slots=True)
+class Services:
+    """The long-lived objects of one warnd process, built once at start."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    taxonomy: Taxonomy
+    store: AlertStore
+    tokens: TokenStore
+    audit: Audit
+    intake: Intake
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis, taxonomy: Taxonomy) -> Services:
+        keys = Keys(settings.redis.key_prefix)
+        store = AlertStore(redis, keys)
+        audit = Audit(redis, keys)
+        return cls(
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            taxonomy=taxonomy,
+            store=store,
+            tokens=TokenStore(redis, keys),
+            audit=audit,
+            intake=Intake(redis, store, audit, taxonomy, keys),
+        )
+
+    async def next_identifier_seq(self, stamp: str) -> int:
+        """A number unique per second-stamp across every warnd process."""
+        key = self.keys.identifier_seq(stamp)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        seq, _ = await pipe.execute()
+        return int(seq)
+
+
+SERVICES = web.AppKey("services", Services)
+PRINCIPAL = "warnd.principal"
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise Unauthorized("this endpoint needs a bearer token")
+    return principal
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the request body, refusing it unread when it is larger than ``limit``.
+
+    A declared Content-Length over the limit is refused before a byte is
+    read; a chunked body is read only up to the limit.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

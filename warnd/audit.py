@@ -1,0 +1,89 @@
+"""The append-only audit trail: a Redis stream of who did what, when.
+
+Every accepted or refused alert, every state change of an alert and every
+token action is one entry. Entries are never trimmed by warnd.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from warnd.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: str
+    at: float
+    event: str
+    actor: str
+    alert_id: str | None
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "event": self.event,
+            "actor": self.actor,
+            "alert_id": self.alert_id,
+            "detail": self.detail,
+        }
+
+
+class Audit:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._key = keys.audit
+
+    async def record(
+        self,
+        event: str,
+        *,
+        actor: str,
+        alert_id: str | None = None,
+        **detail: Any,
+    ) -> str:
+        fields: dict[str, str] = {
+            "event": event,
+            "actor": actor,
+            "at": f"{time.time():.6f}",
+            "detail": json.dumps(detail, ensure_ascii=False, default=str),
+        }
+        if alert_id:
+            fields["alert_id"] = alert_id
+        entry_id: str = await self._redis.xadd(self._key, fields)  # type: ignore[arg-type]
+        return entry_id
+
+    async def read(
+        self, *, after: str | None = None, limit: int = 100, event: str | None = None
+    ) -> list[AuditEntry]:
+        """Entries oldest first, strictly after stream id ``after``."""
+        start = f"({after}" if after else "-"
+        out: list[AuditEntry] = []
+        while len(out) < limit:
+            batch = await self._redis.xrange(self._key, min=start, count=limit)
+            if not batch:
+                break
+            for entry_id, fields in batch:
+                start = f"({entry_id}"
+                if event is not None and fields.get("event") != event:
+                    continue
+                out.append(
+                    AuditEntry(
+                        id=entry_id,
+                        at=float(fields.get("at", 0)),
+                        event=fields.get("event", ""),
+                        actor=fields.get("actor", ""),
+                        alert_id=fields.get("alert_id"),
+                        detail=json.loads(fields.get("detail", "{}")),
+                    )
+                )
+                if len(out) == limit:
+                    break
+        return out
