@@ -10,12 +10,10 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 
 REPO = Path(__file__).resolve().parents[1]
 CAP = REPO.parent / "shared" / "data" / "cap"
@@ -32,9 +30,15 @@ def warnd_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "warnd", *args]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        warnd_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        warnd_cmd(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env={**os.environ, **(env or {})},
     )
 
@@ -63,8 +67,12 @@ class Daemon:
     def __init__(self, config: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WARND_")}
         self.proc = subprocess.Popen(
-            warnd_cmd("serve", "--config", str(config)), cwd=REPO, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            warnd_cmd("serve", "--config", str(config)),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.url = self._wait_for_listen()
 
@@ -89,8 +97,8 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_config(tmp_path: Path) -> Iterator[Path]:
-    yield write_config(tmp_path, free_tcp_port())
+def daemon_config(tmp_path: Path) -> Path:
+    return write_config(tmp_path, free_tcp_port())
 
 
 def http_get(url: str, token: str) -> Any:
@@ -103,12 +111,19 @@ def test_serve_send_restart_keeps_alerts_with_embedded_redis(daemon_config: Path
     daemon = Daemon(daemon_config)
     try:
         # The CLI reuses the running daemon's embedded Redis (its socket).
-        made = run("token", "create", "--config", str(daemon_config), "--name", "ops",
-                   "--role", "operator")
+        made = run(
+            "token", "create", "--config", str(daemon_config), "--name", "ops", "--role", "operator"
+        )
         assert made.returncode == 0, made.stderr
         token = made.stdout.strip()
-        sent = run("send", "--config", str(daemon_config), "--token", token,
-                   str(CAP / "zh" / "tw-cwa-heavy-rain-1-alert.xml"))
+        sent = run(
+            "send",
+            "--config",
+            str(daemon_config),
+            "--token",
+            token,
+            str(CAP / "zh" / "tw-cwa-heavy-rain-1-alert.xml"),
+        )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         accepted = json.loads(sent.stdout)
         assert accepted["created"] is True
@@ -131,16 +146,22 @@ def test_serve_send_restart_keeps_alerts_with_embedded_redis(daemon_config: Path
 def test_unreachable_redis_is_one_clear_line_and_non_zero_exit(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, free_tcp_port())
     port = free_tcp_port()
-    result = run("token", "list", "--config", str(cfg),
-                 env={"WARND_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"})
+    result = run(
+        "token",
+        "list",
+        "--config",
+        str(cfg),
+        env={"WARND_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"},
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("warnd: error: cannot reach Redis")
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
-    serve = run("serve", "--config", str(cfg),
-                env={"WARND_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    serve = run(
+        "serve", "--config", str(cfg), env={"WARND_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    )
     assert serve.returncode == 2
     assert "Traceback" not in serve.stderr
     assert "cannot reach Redis" in serve.stderr
@@ -156,7 +177,9 @@ def test_check_accepts_the_shipped_configs() -> None:
 def test_check_lists_every_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(
-        'taxonomy_file = "nowhere.toml"\n[http]\nport = 99999\nhots = "x"\n[issuer]\narea_code = "37"\n'
+        'taxonomy_file = "nowhere.toml"\n'
+        '[http]\nport = 99999\nhots = "x"\n'
+        '[issuer]\narea_code = "37"\n'
     )
     result = run("check", "--config", str(cfg))
     assert result.returncode == 2
@@ -173,17 +196,40 @@ def test_check_lists_every_problem(tmp_path: Path) -> None:
 def test_token_lifecycle_against_a_configured_redis(tmp_path: Path, redis_url: str) -> None:
     cfg = write_config(tmp_path, free_tcp_port())
     env = {"WARND_REDIS_URL": redis_url}
-    made = run("token", "create", "--config", str(cfg), "--name", "曹县值班", "--role",
-               "operator", "--area", "371721", env=env)
+    made = run(
+        "token",
+        "create",
+        "--config",
+        str(cfg),
+        "--name",
+        "曹县值班",
+        "--role",
+        "operator",
+        "--area",
+        "371721",
+        env=env,
+    )
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("wdt_")
     listed = json.loads(run("token", "list", "--json", "--config", str(cfg), env=env).stdout)
     assert [(t["name"], t["role"], t["areas"], t["revoked_at"]) for t in listed] == [
-        ("曹县值班", "operator", ["371721"], None)]
+        ("曹县值班", "operator", ["371721"], None)
+    ]
     revoked = run("token", "revoke", "曹县值班", "--config", str(cfg), env=env)
     assert revoked.returncode == 0, revoked.stderr
     listed = json.loads(run("token", "list", "--json", "--config", str(cfg), env=env).stdout)
     assert listed[0]["revoked_at"] is not None
-    bad = run("token", "create", "--config", str(cfg), "--name", "x", "--role", "operator",
-              "--area", "37a", env=env)
+    bad = run(
+        "token",
+        "create",
+        "--config",
+        str(cfg),
+        "--name",
+        "x",
+        "--role",
+        "operator",
+        "--area",
+        "37a",
+        env=env,
+    )
     assert bad.returncode == 2 and "37a" in bad.stderr

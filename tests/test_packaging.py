@@ -19,12 +19,19 @@ def test_editable_install_maps_channels_folder_to_warnd_channels(tmp_path: Path)
     # Run outside the repository: from its root, the folder itself would be
     # importable as `channels` through the current directory on sys.path.
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import importlib.util, warnd_channels;"
-         "print(warnd_channels.__file__);"
-         "spec = importlib.util.find_spec('channels');"
-         "print(spec.origin if spec else None)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util, warnd_channels;"
+            "print(warnd_channels.__file__);"
+            "spec = importlib.util.find_spec('channels');"
+            "print(spec.origin if spec else None)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     ours, theirs = probe.stdout.split()
     assert Path(ours).resolve() == REPO / "channels" / "__init__.py"
@@ -37,7 +44,9 @@ def test_built_wheel_ships_warnd_channels_and_no_channels_package(tmp_path: Path
     out = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = out.glob("warnd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -50,13 +59,28 @@ def test_built_wheel_ships_warnd_channels_and_no_channels_package(tmp_path: Path
     # finder), warnd_channels imports from the installed copy.
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-         str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     probe = subprocess.run(
         [sys.executable, "-S", "-c", "import warnd_channels, sys; print(warnd_channels.__file__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
         env={"PYTHONPATH": str(target)},
     )
     assert Path(probe.stdout.strip()).resolve() == (target / "warnd_channels" / "__init__.py")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -57,8 +57,8 @@ class Audit:
         }
         if alert_id:
             fields["alert_id"] = alert_id
-        entry_id: str = await self._redis.xadd(self._key, fields)  # type: ignore[arg-type]
-        return entry_id
+        entry_id = await self._redis.xadd(self._key, cast(dict[Any, Any], fields))
+        return cast(str, entry_id)
 
     async def read(
         self, *, after: str | None = None, limit: int = 100, event: str | None = None
@@ -67,7 +67,11 @@ class Audit:
         start = f"({after}" if after else "-"
         out: list[AuditEntry] = []
         while len(out) < limit:
-            batch = await self._redis.xrange(self._key, min=start, count=limit)
+            # decode_responses=True: entries come back as str.
+            batch = cast(
+                list[tuple[str, dict[str, str]]],
+                await self._redis.xrange(self._key, min=start, count=limit),
+            )
             if not batch:
                 break
             for entry_id, fields in batch:

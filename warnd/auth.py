@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from warnd.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from warnd.keys import Keys
 
-TOKEN_PREFIX = "wdt_"
+TOKEN_PREFIX = "wdt_"  # noqa: S105 - a format marker, not a secret
 
 
 class Role(StrEnum):
@@ -69,19 +69,21 @@ class Principal:
 
     def require(self, role: Role) -> None:
         if not self.role.allows(role):
-            raise Forbidden(f"this needs the {role.value} role; token {self.name!r} is {self.role.value}")
+            raise Forbidden(
+                f"this needs the {role.value} role; token {self.name!r} is {self.role.value}"
+            )
 
     def covers(self, code: str) -> bool:
         """Does this principal's area scope include administrative code ``code``?"""
         return not self.areas or any(code.startswith(p) for p in self.areas)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.token_id, "name": self.name, "role": self.role.value,
-                "areas": list(self.areas)}
-
-
-SYSTEM = Principal(token_id="system", name="system", role=Role.ADMIN)
-"""The principal of warnd's own actions (expiry sweeps, CLI maintenance)."""
+        return {
+            "id": self.token_id,
+            "name": self.name,
+            "role": self.role.value,
+            "areas": list(self.areas),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,7 @@ class TokenStore:
     async def authenticate(self, secret: str) -> Principal:
         if not secret.startswith(TOKEN_PREFIX):
             raise Unauthorized("the bearer token is not a warnd token")
-        fields = await self._redis.hgetall(self._keys.token(_digest(secret)))
+        fields = cast(dict[str, str], await self._redis.hgetall(self._keys.token(_digest(secret))))
         if not fields:
             raise Unauthorized("unknown bearer token")
         if fields.get("revoked_at"):
@@ -153,7 +155,7 @@ class TokenStore:
         )
 
     async def list(self) -> list[TokenInfo]:
-        ids: dict[str, str] = await self._redis.hgetall(self._keys.tokens)
+        ids = cast(dict[str, str], await self._redis.hgetall(self._keys.tokens))
         out: list[TokenInfo] = []
         for digest in ids.values():
             info = await self._info(digest)
@@ -164,7 +166,8 @@ class TokenStore:
     async def revoke(self, id_or_name: str) -> TokenInfo:
         """Revoke by token id, or by name when exactly one live token has it."""
         matches = [
-            t for t in await self.list()
+            t
+            for t in await self.list()
             if t.id == id_or_name or (t.name == id_or_name and t.revoked_at is None)
         ]
         if not matches:
@@ -175,7 +178,7 @@ class TokenStore:
                 + ", ".join(t.id for t in matches)
             )
         token = matches[0]
-        digest = await self._redis.hget(self._keys.tokens, token.id)
+        digest = cast(str | None, await self._redis.hget(self._keys.tokens, token.id))
         now = time.time()
         if digest and token.revoked_at is None:
             await self._redis.hset(self._keys.token(digest), "revoked_at", f"{now:.3f}")
@@ -183,7 +186,7 @@ class TokenStore:
         return token
 
     async def _info(self, digest: str) -> TokenInfo | None:
-        f = await self._redis.hgetall(self._keys.token(digest))
+        f = cast(dict[str, str], await self._redis.hgetall(self._keys.token(digest)))
         if not f:
             return None
         return TokenInfo(

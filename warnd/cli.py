@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from warnd import __version__
+from warnd.api.context import SERVICES, Services
 from warnd.errors import ConfigError, WarndError
 from warnd.settings import Settings, load_settings
 
@@ -41,7 +42,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 async def _serve(settings: Settings) -> None:
     from warnd.api.app import create_app
-    from warnd.api.context import SERVICES
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -54,15 +54,18 @@ async def _serve(settings: Settings) -> None:
             f"http://{a[0] if ':' not in a[0] else '[' + a[0] + ']'}:{a[1]}"
             for a in runner.addresses
         ]
-        log.info("warnd.started", version=__version__, listen=addresses,
-                 data_dir=str(settings.data_dir))
+        log.info(
+            "warnd.started", version=__version__, listen=addresses, data_dir=str(settings.data_dir)
+        )
         print(f"warnd {__version__} listening on {', '.join(addresses)}", flush=True)
         print(f"  OpenAPI: {addresses[0]}/v1/openapi.json", flush=True)
         if settings.demo.operator_token:
             token = await _demo_token(settings, svc)
             print(f"  demo operator token: {token}", flush=True)
-            print(f"  try: curl -H 'Authorization: Bearer {token}' {addresses[0]}/v1/alerts",
-                  flush=True)
+            print(
+                f"  try: curl -H 'Authorization: Bearer {token}' {addresses[0]}/v1/alerts",
+                flush=True,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,7 +77,7 @@ async def _serve(settings: Settings) -> None:
     log.info("warnd.stopped")
 
 
-async def _demo_token(settings: Settings, svc: Any) -> str:
+async def _demo_token(settings: Settings, svc: Services) -> str:
     """The demo operator token: reused across restarts, kept in the data dir."""
     from warnd.auth import Role
 
@@ -85,8 +88,14 @@ async def _demo_token(settings: Settings, svc: Any) -> str:
             await svc.tokens.authenticate(token)
             return token
     token, info = await svc.tokens.create("demo-operator", Role.OPERATOR, settings.demo.token_areas)
-    await svc.audit.record("token.created", actor="system:demo", token_id=info.id,
-                           name=info.name, role=info.role.value, areas=list(info.areas))
+    await svc.audit.record(
+        "token.created",
+        actor="system:demo",
+        token_id=info.id,
+        name=info.name,
+        role=info.role.value,
+        areas=list(info.areas),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
     path.chmod(0o600)
@@ -109,7 +118,7 @@ def _check(settings: Settings) -> list[str]:
         from warnd.cap import schema_errors
 
         schema_errors(b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'/>")
-    except Exception as exc:  # noqa: BLE001 - report, don't crash, a broken install
+    except Exception as exc:  # report a broken install, do not crash on it
         problems.append(f"CAP schema cannot be loaded: {exc}")
     return problems
 
@@ -120,7 +129,7 @@ def _check(settings: Settings) -> list[str]:
 async def _send(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
-        body = path.read_bytes()
+        body = await asyncio.to_thread(path.read_bytes)
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     token = args.token or os.environ.get("WARND_TOKEN", "")
@@ -133,11 +142,14 @@ async def _send(settings: Settings, args: argparse.Namespace) -> int:
     url = args.url or f"http://{host}:{settings.http.port}"
     timeout = aiohttp.ClientTimeout(total=30)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-            f"{url.rstrip('/')}/v1/alerts",
-            data=body,
-            headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
-        ) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(
+                f"{url.rstrip('/')}/v1/alerts",
+                data=body,
+                headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
+            ) as resp,
+        ):
             text = await resp.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ConfigError(f"cannot reach warnd at {url}: {exc or type(exc).__name__}") from None
@@ -151,9 +163,7 @@ async def _send(settings: Settings, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------- token
 
 
-async def _with_services(
-    settings: Settings, work: Callable[[Any], Awaitable[int]]
-) -> int:
+async def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
     from warnd.api.context import Services
     from warnd.redis_server import open_redis
     from warnd.taxonomy import Taxonomy
@@ -168,11 +178,20 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
 
     async def create(svc: Any) -> int:
         token, info = await svc.tokens.create(args.name, Role(args.role), args.area or [])
-        await svc.audit.record("token.created", actor="cli", token_id=info.id, name=info.name,
-                               role=info.role.value, areas=list(info.areas))
+        await svc.audit.record(
+            "token.created",
+            actor="cli",
+            token_id=info.id,
+            name=info.name,
+            role=info.role.value,
+            areas=list(info.areas),
+        )
         print(token)
-        print(f"created token {info.id} {info.name!r} role={info.role.value}"
-              f" areas={','.join(info.areas) or '*'} (shown once; store it now)", file=sys.stderr)
+        print(
+            f"created token {info.id} {info.name!r} role={info.role.value}"
+            f" areas={','.join(info.areas) or '*'} (shown once; store it now)",
+            file=sys.stderr,
+        )
         return 0
 
     async def listing(svc: Any) -> int:
@@ -216,17 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--token", help="bearer token (default $WARND_TOKEN)")
     send.add_argument("--content-type", help="override the detected content type")
 
-    token = with_config(sub.add_parser("token", help="create, list or revoke API tokens"))
+    token = sub.add_parser("token", help="create, list or revoke API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
-    create = tsub.add_parser("create", help="create a token (printed once)")
+    create = with_config(tsub.add_parser("create", help="create a token (printed once)"))
     create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True,
-                        choices=["viewer", "operator", "approver", "admin"])
-    create.add_argument("--area", action="append", metavar="CODE_PREFIX",
-                        help="limit to areas under this administrative code (repeatable)")
-    tlist = tsub.add_parser("list", help="list tokens")
+    create.add_argument(
+        "--role", required=True, choices=["viewer", "operator", "approver", "admin"]
+    )
+    create.add_argument(
+        "--area",
+        action="append",
+        metavar="CODE_PREFIX",
+        help="limit to areas under this administrative code (repeatable)",
+    )
+    tlist = with_config(tsub.add_parser("list", help="list tokens"))
     tlist.add_argument("--json", action="store_true")
-    revoke = tsub.add_parser("revoke", help="revoke a token by id or name")
+    revoke = with_config(tsub.add_parser("revoke", help="revoke a token by id or name"))
     revoke.add_argument("token", metavar="ID_OR_NAME")
     return parser
 

@@ -14,6 +14,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -45,6 +46,18 @@ _LINK = {
 """What a message does to the alerts it references, and from which states."""
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A client's Idempotency-Key and the digest of the body it came with."""
+
+    key: str
+    body_sha256: str
+
+    @classmethod
+    def of(cls, key: str | None, body: bytes) -> Idempotency | None:
+        return None if key is None else cls(key, hashlib.sha256(body).hexdigest())
+
+
 @dataclass(slots=True)
 class Accepted:
     record: AlertRecord
@@ -73,21 +86,16 @@ class Intake:
         principal: Principal,
         source: str,
         warnings: list[str] | None = None,
-        idempotency_key: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Accepted:
         """Record ``alert`` (or find it already recorded) and link its chain."""
         warnings = list(warnings or [])
         principal.require(Role.OPERATOR)
         new_id = alert_id(alert.sender, alert.identifier)
-        if idempotency_key is not None:
-            earlier = await self._idempotent(principal, idempotency_key)
+        if idempotency is not None:
+            earlier = await self.replay(principal, idempotency)
             if earlier is not None:
-                if earlier.id != new_id:
-                    raise Conflict(
-                        f"Idempotency-Key {idempotency_key!r} was used for alert {earlier.id}"
-                        " with a different identifier"
-                    )
-                return Accepted(earlier, created=False)
+                return earlier
 
         existing = await self.store.get(new_id)
         if existing is not None:
@@ -95,7 +103,7 @@ class Intake:
                 "alert.duplicate", actor=source, alert_id=new_id, identifier=alert.identifier
             )
             log.info("alert.duplicate", alert_id=new_id, source=source)
-            await self._remember_key(principal, idempotency_key, new_id)
+            await self._remember(principal, idempotency, new_id)
             return Accepted(existing, created=False)
 
         self._classify(alert)
@@ -138,7 +146,7 @@ class Intake:
             raced = await self.store.get(new_id)
             assert raced is not None  # noqa: S101 - HSETNX said it exists
             return Accepted(raced, created=False)
-        await self._remember_key(principal, idempotency_key, new_id)
+        await self._remember(principal, idempotency, new_id)
         await self.audit.record(
             "alert.accepted",
             actor=source,
@@ -166,11 +174,9 @@ class Intake:
             rec = refreshed or rec
         return Accepted(rec, created=True, changed=changed)
 
-    async def refuse(
-        self, error: WarndError, *, source: str, body: bytes | None = None
-    ) -> None:
+    async def refuse(self, error: WarndError, *, source: str, body: bytes | None = None) -> None:
         """Audit a refused alert: who sent what, and why it was refused."""
-        detail: dict[str, object] = {
+        detail: dict[str, Any] = {
             "status": error.status,
             "reason": error.detail,
             "errors": [e.as_dict() for e in error.errors[:20]],
@@ -188,9 +194,7 @@ class Intake:
         now = time.time() if now is None else now
         expired: list[str] = []
         for aid in await self.store.due_for_expiry(now):
-            if await self.store.set_state(
-                aid, AlertState.EXPIRED, only_from=(AlertState.ACTIVE,)
-            ):
+            if await self.store.set_state(aid, AlertState.EXPIRED, only_from=(AlertState.ACTIVE,)):
                 expired.append(aid)
                 await self.audit.record("alert.expired", actor="system", alert_id=aid)
                 log.info("alert.expired", alert_id=aid)
@@ -215,9 +219,7 @@ class Intake:
         if errors:
             raise AlertInvalid("the alert names a hazard warnd does not know", errors=errors)
 
-    def _authorise(
-        self, alert: Alert, principal: Principal, referenced: list[AlertRecord]
-    ) -> None:
+    def _authorise(self, alert: Alert, principal: Principal, referenced: list[AlertRecord]) -> None:
         """An area-scoped token may only warn, update or cancel inside its areas."""
         if not principal.areas:
             return
@@ -231,30 +233,34 @@ class Intake:
                 ]
                 loc = f"/infos/{i}/areas/{j}"
                 if not codes:
-                    outside.append(FieldError(
-                        loc=loc,
-                        msg=f"area {area.area_desc!r} names no administrative code; a token"
-                        f" limited to {', '.join(principal.areas)} must name areas by code",
-                    ))
+                    outside.append(
+                        FieldError(
+                            loc=loc,
+                            msg=f"area {area.area_desc!r} names no administrative code; a token"
+                            f" limited to {', '.join(principal.areas)} must name areas by code",
+                        )
+                    )
                 for code in codes:
                     if not principal.covers(code):
-                        outside.append(FieldError(
-                            loc=loc,
-                            msg=f"area {code} ({area.area_desc}) is outside this token's areas"
-                            f" {', '.join(principal.areas)}",
-                        ))
+                        outside.append(
+                            FieldError(
+                                loc=loc,
+                                msg=f"area {code} ({area.area_desc}) is outside this token's areas"
+                                f" {', '.join(principal.areas)}",
+                            )
+                        )
         for rec in referenced:
             for code in rec.areas:
                 if not principal.covers(code):
-                    outside.append(FieldError(
-                        loc="/references",
-                        msg=f"referenced alert {rec.id} covers area {code}, outside this"
-                        f" token's areas {', '.join(principal.areas)}",
-                    ))
+                    outside.append(
+                        FieldError(
+                            loc="/references",
+                            msg=f"referenced alert {rec.id} covers area {code}, outside this"
+                            f" token's areas {', '.join(principal.areas)}",
+                        )
+                    )
         if outside:
-            raise Forbidden(
-                f"token {principal.name!r} may not issue this alert", errors=outside
-            )
+            raise Forbidden(f"token {principal.name!r} may not issue this alert", errors=outside)
 
     async def _link(
         self, rec: AlertRecord, referenced: list[AlertRecord]
@@ -279,19 +285,30 @@ class Intake:
                 changed.append((rec.id, late[0]))
         for target, state in changed:
             by = rec.id if target != rec.id else "earlier message"
-            await self.audit.record(
-                f"alert.{state.value}", actor="system", alert_id=target, by=by
-            )
+            await self.audit.record(f"alert.{state.value}", actor="system", alert_id=target, by=by)
             log.info(f"alert.{state.value}", alert_id=target, by=by)
         return changed
 
-    async def _idempotent(self, principal: Principal, key: str) -> AlertRecord | None:
-        found = await self._redis.get(self._keys.idempotency(principal.token_id, key))
-        return await self.store.get(found) if found else None
-
-    async def _remember_key(self, principal: Principal, key: str | None, aid: str) -> None:
-        if key is not None:
-            await self._redis.set(
-                self._keys.idempotency(principal.token_id, key), aid, ex=IDEMPOTENCY_TTL, nx=True
+    async def replay(self, principal: Principal, idem: Idempotency) -> Accepted | None:
+        """The earlier answer to this Idempotency-Key, if the same caller sent
+        the same body with it; Conflict if the body differs."""
+        found = await self._redis.get(self._keys.idempotency(principal.token_id, idem.key))
+        if not found:
+            return None
+        aid, _, digest = str(found).partition(" ")
+        if digest != idem.body_sha256:
+            raise Conflict(
+                f"Idempotency-Key {idem.key!r} was already used with a different request body"
+                f" (for alert {aid})"
             )
+        rec = await self.store.get(aid)
+        return Accepted(rec, created=False) if rec is not None else None
 
+    async def _remember(self, principal: Principal, idem: Idempotency | None, aid: str) -> None:
+        if idem is not None:
+            await self._redis.set(
+                self._keys.idempotency(principal.token_id, idem.key),
+                f"{aid} {idem.body_sha256}",
+                ex=IDEMPOTENCY_TTL,
+                nx=True,
+            )

@@ -53,15 +53,12 @@ async def alert_from_json(
     infos = body.get("infos")
     if isinstance(infos, list):
         body["infos"] = [
-            _fill_info(info, issuer, taxonomy) if isinstance(info, dict) else info
-            for info in infos
+            _fill_info(info, issuer, taxonomy) if isinstance(info, dict) else info for info in infos
         ]
     try:
         return Alert.model_validate(body)
     except ValidationError as exc:
-        raise AlertInvalid(
-            "the alert is not valid", errors=field_errors(exc)
-        ) from None
+        raise AlertInvalid("the alert is not valid", errors=field_errors(exc)) from None
 
 
 def _fill_info(info: dict[str, Any], issuer: IssuerSettings, taxonomy: Taxonomy) -> dict[str, Any]:

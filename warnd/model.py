@@ -164,9 +164,7 @@ class Level(StrEnum):
         try:
             return _LEVEL_ALIASES[key]
         except KeyError:
-            raise ValueError(
-                f"unknown level {text!r}: use blue, yellow, orange or red"
-            ) from None
+            raise ValueError(f"unknown level {text!r}: use blue, yellow, orange or red") from None
 
 
 _LEVEL_RANK = {Level.BLUE: 1, Level.YELLOW: 2, Level.ORANGE: 3, Level.RED: 4}
@@ -212,12 +210,8 @@ class Reference(_Model):
     def parse(cls, triple: str) -> Reference:
         parts = triple.split(",")
         if len(parts) != 3 or not all(parts):
-            raise ValueError(
-                f"reference {triple!r} is not 'sender,identifier,sent'"
-            )
-        return cls.model_validate(
-            {"sender": parts[0], "identifier": parts[1], "sent": parts[2]}
-        )
+            raise ValueError(f"reference {triple!r} is not 'sender,identifier,sent'")
+        return cls.model_validate({"sender": parts[0], "identifier": parts[1], "sent": parts[2]})
 
 
 class Circle(_Model):
@@ -307,8 +301,10 @@ class Info(_Model):
         if self.expires is not None:
             for name in ("effective", "onset"):
                 start = getattr(self, name)
-                if start is not None and self.expires <= start:
-                    raise ValueError(f"expires ({self.expires}) is not after {name} ({start})")
+                # Equal is allowed: real cancellations expire the moment they
+                # take effect (NTWC tsunami cancellation, onset == expires).
+                if start is not None and self.expires < start:
+                    raise ValueError(f"expires ({self.expires}) is before {name} ({start})")
         return self
 
 
@@ -335,22 +331,23 @@ class Alert(_Model):
         problems: list[str] = []
         if self.msg_type in (MsgType.ALERT, MsgType.UPDATE) and not self.infos:
             problems.append(f"a msgType {self.msg_type.value} needs at least one info block")
-        if self.msg_type in (MsgType.UPDATE, MsgType.CANCEL, MsgType.ACK, MsgType.ERROR):
-            if not self.references:
-                problems.append(f"a msgType {self.msg_type.value} must list references")
+        if (
+            self.msg_type in (MsgType.UPDATE, MsgType.CANCEL, MsgType.ACK, MsgType.ERROR)
+            and not self.references
+        ):
+            problems.append(f"a msgType {self.msg_type.value} must list references")
         if self.scope is Scope.RESTRICTED and not self.restriction:
             problems.append("scope Restricted needs a restriction")
         if self.scope is Scope.PRIVATE and not self.addresses:
             problems.append("scope Private needs addresses")
         for ref in self.references:
             if ref.sender == self.sender and ref.identifier == self.identifier:
-                problems.append(
-                    f"references itself ({ref.sender},{ref.identifier})"
-                )
+                problems.append(f"references itself ({ref.sender},{ref.identifier})")
         for i, info in enumerate(self.infos):
-            if info.expires is not None and info.expires <= self.sent:
+            # Equal is allowed, as above: CAP sets no order between the times.
+            if info.expires is not None and info.expires < self.sent:
                 problems.append(
-                    f"info {i + 1}: expires ({info.expires.isoformat()}) is not after"
+                    f"info {i + 1}: expires ({info.expires.isoformat()}) is before"
                     f" sent ({self.sent.isoformat()})"
                 )
         if problems:

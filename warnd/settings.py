@@ -106,9 +106,7 @@ def _base_dir(config_path: Path) -> Path:
     return parent.parent if parent.name == "config" else parent
 
 
-def load_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read, override and validate the settings; raise ConfigError listing every problem."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -119,7 +119,7 @@ class AlertStore:
         created = await self._redis.hsetnx(key, "doc", doc)
         if not created:
             return False
-        mapping: dict[str, str] = {"state": rec.state.value}
+        mapping: dict[Any, Any] = {"state": rec.state.value}
         if rec.superseded_by:
             mapping["superseded_by"] = rec.superseded_by
         if rec.cancelled_by:
@@ -132,7 +132,7 @@ class AlertStore:
 
     async def get(self, alert_id: str) -> AlertRecord | None:
         fields = await self._redis.hgetall(self._keys.alert(alert_id))
-        return _record(fields)
+        return _record(cast(dict[str, str], fields))
 
     async def get_many(self, ids: Sequence[str]) -> list[AlertRecord]:
         pipe = self._redis.pipeline(transaction=False)
@@ -162,7 +162,7 @@ class AlertStore:
             AlertState.SUPERSEDED: "superseded_by",
             AlertState.CANCELLED: "cancelled_by",
         }.get(state, "")
-        changed = await self._redis.eval(  # type: ignore[misc]
+        changed = await self._redis.eval(
             _SET_STATE,
             1,
             self._keys.alert(alert_id),
@@ -176,10 +176,10 @@ class AlertStore:
         return bool(changed)
 
     async def due_for_expiry(self, now: float, limit: int = 500) -> list[str]:
-        ids: list[str] = await self._redis.zrangebyscore(
+        ids = await self._redis.zrangebyscore(
             self._keys.alerts_expiry, "-inf", now, start=0, num=limit
         )
-        return ids
+        return cast(list[str], ids)
 
     async def forget_expiry(self, alert_id: str) -> None:
         await self._redis.zrem(self._keys.alerts_expiry, alert_id)
@@ -189,7 +189,7 @@ class AlertStore:
         await self._redis.hset(self._keys.waiting_refs(target_id), by_id, msg_type.value)
 
     async def waiting_references(self, target_id: str) -> dict[str, MsgType]:
-        raw: dict[str, str] = await self._redis.hgetall(self._keys.waiting_refs(target_id))
+        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.waiting_refs(target_id)))
         return {k: MsgType(v) for k, v in raw.items()}
 
     async def query(self, q: AlertQuery) -> tuple[list[AlertRecord], str | None]:
@@ -205,8 +205,11 @@ class AlertStore:
         scan = max(q.limit * 4, 100)
         offset = 0
         while len(page) < q.limit:
-            rows: list[tuple[str, float]] = await self._redis.zrevrangebyscore(
-                self._keys.alerts_by_time, hi, lo, start=offset, num=scan, withscores=True
+            rows = cast(
+                list[tuple[str, float]],
+                await self._redis.zrevrangebyscore(
+                    self._keys.alerts_by_time, hi, lo, start=offset, num=scan, withscores=True
+                ),
             )
             if not rows:
                 return page, None

@@ -33,7 +33,7 @@ from warnd.errors import (
     field_errors,
 )
 from warnd.identifiers import beijing_now, cap_identifier
-from warnd.ingest import Accepted
+from warnd.ingest import Accepted, Idempotency
 from warnd.jsonform import alert_from_json
 from warnd.model import Alert, Level, MsgType, Reference
 from warnd.store import AlertQuery, AlertRecord, AlertState
@@ -42,8 +42,7 @@ ID = "{id:[a-z2-7]{16}}"
 
 _ACCEPTED = {
     202: Response("Accepted: a new alert", AlertAccepted),
-    200: Response("Already known: the existing alert (same sender and identifier)",
-                  AlertAccepted),
+    200: Response("Already known: the existing alert (same sender and identifier)", AlertAccepted),
     409: Response("Idempotency-Key reused for a different alert"),
     413: Response("Body larger than the configured limit"),
     415: Response("Not CAP XML or JSON"),
@@ -78,16 +77,16 @@ def _media_type(request: web.Request) -> str:
     return request.content_type.lower()
 
 
-async def _parse_body(
-    request: web.Request, svc: Services, body: bytes
-) -> tuple[Alert, list[str]]:
+async def _parse_body(request: web.Request, svc: Services, body: bytes) -> tuple[Alert, list[str]]:
     ctype = _media_type(request)
     if ctype in CAP_TYPES:
         parsed = parse_cap(body, max_bytes=svc.settings.http.max_body_bytes)
         return parsed.alert, list(parsed.warnings)
     if ctype == "application/json":
         alert = await alert_from_json(
-            _json(body), issuer=svc.settings.issuer, taxonomy=svc.taxonomy,
+            _json(body),
+            issuer=svc.settings.issuer,
+            taxonomy=svc.taxonomy,
             next_seq=svc.next_identifier_seq,
         )
         return alert, []
@@ -101,8 +100,9 @@ def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except UnicodeDecodeError as exc:
-        raise MalformedDocument("the body is not UTF-8 JSON", errors=[
-            FieldError(loc="/", msg=str(exc))]) from None
+        raise MalformedDocument(
+            "the body is not UTF-8 JSON", errors=[FieldError(loc="/", msg=str(exc))]
+        ) from None
     except json.JSONDecodeError as exc:
         raise MalformedDocument(
             "the body is not valid JSON",
@@ -110,13 +110,17 @@ def _json(body: bytes) -> Any:
         ) from None
 
 
-async def _submit(
-    request: web.Request, build: Any = None
-) -> web.Response:
+async def _submit(request: web.Request, build: Any = None) -> web.Response:
     svc = request.app[SERVICES]
     principal = principal_of(request)
     principal.require(Role.OPERATOR)
     body = await read_body(request, svc.settings.http.max_body_bytes)
+    idem = Idempotency.of(request.headers.get("Idempotency-Key"), request.path.encode() + body)
+    if idem is not None:
+        # Before parsing: a replayed JSON alert must not draw a new identifier.
+        earlier = await svc.intake.replay(principal, idem)
+        if earlier is not None:
+            return _accepted_response(earlier)
     try:
         if build is None:
             alert, warnings = await _parse_body(request, svc, body)
@@ -127,7 +131,7 @@ async def _submit(
             principal=principal,
             source=principal.actor,
             warnings=warnings,
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            idempotency=idem,
         )
     except WarndError as err:
         if err.status in (400, 403, 422):
@@ -137,7 +141,8 @@ async def _submit(
 
 
 @route(
-    "POST", "/v1/alerts",
+    "POST",
+    "/v1/alerts",
     summary="Submit an alert (CAP 1.2/1.1 XML or warnd JSON)",
     role=Role.OPERATOR,
     body={
@@ -166,7 +171,8 @@ def _reference_to(rec: AlertRecord) -> dict[str, str]:
 
 
 @route(
-    "POST", f"/v1/alerts/{ID}/update",
+    "POST",
+    f"/v1/alerts/{ID}/update",
     summary="Issue an Update of an alert (JSON body: the new alert content)",
     role=Role.OPERATOR,
     body={"application/json": Alert},
@@ -186,7 +192,9 @@ async def update_alert(request: web.Request) -> web.Response:
             for key in ("identifier", "sent"):
                 data.pop(key, None)
         return await alert_from_json(
-            data, issuer=svc.settings.issuer, taxonomy=svc.taxonomy,
+            data,
+            issuer=svc.settings.issuer,
+            taxonomy=svc.taxonomy,
             next_seq=svc.next_identifier_seq,
         )
 
@@ -194,7 +202,8 @@ async def update_alert(request: web.Request) -> web.Response:
 
 
 @route(
-    "POST", f"/v1/alerts/{ID}/cancel",
+    "POST",
+    f"/v1/alerts/{ID}/cancel",
     summary="Cancel (lift, 解除) an alert",
     role=Role.OPERATOR,
     body={"application/json": CancelBody},
@@ -226,8 +235,9 @@ async def cancel_alert(request: web.Request) -> web.Response:
                 references=[Reference.model_validate(_reference_to(target))],
             )
         except ValidationError as exc:
-            raise AlertInvalid("cannot build the cancel message",
-                               errors=field_errors(exc)) from None
+            raise AlertInvalid(
+                "cannot build the cancel message", errors=field_errors(exc)
+            ) from None
 
     return await _submit(request, build)
 
@@ -299,7 +309,8 @@ def _summary(rec: AlertRecord) -> AlertSummary:
 
 
 @route(
-    "GET", "/v1/alerts",
+    "GET",
+    "/v1/alerts",
     summary="List alerts, newest first",
     role=Role.VIEWER,
     params=(
@@ -328,7 +339,8 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 
 @route(
-    "GET", f"/v1/alerts/{ID}",
+    "GET",
+    f"/v1/alerts/{ID}",
     summary="One alert with its record (state, chain, warnings)",
     role=Role.VIEWER,
     responses={200: Response("The alert", AlertView), 404: Response("No such alert")},
@@ -341,7 +353,8 @@ async def get_alert(request: web.Request) -> web.Response:
 
 
 @route(
-    "GET", f"/v1/alerts/{ID}.cap",
+    "GET",
+    f"/v1/alerts/{ID}.cap",
     summary="One alert as CAP 1.2 XML",
     role=Role.VIEWER,
     responses={

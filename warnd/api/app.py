@@ -45,7 +45,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send 'Authorization: Bearer <token>' (create one with `warnd token create`)")
+        raise Unauthorized(
+            "send 'Authorization: Bearer <token>' (create one with `warnd token create`)"
+        )
     principal = await request.app[SERVICES].tokens.authenticate(token.strip())
     principal.require(spec.role)
     request[PRINCIPAL] = principal
@@ -59,14 +61,26 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 # ------------------------------------------------------------------ system
 
 
-@route("GET", "/healthz", summary="The process is up", role=None, tag="system",
-       responses={200: Response("Up", Health)})
+@route(
+    "GET",
+    "/healthz",
+    summary="The process is up",
+    role=None,
+    tag="system",
+    responses={200: Response("Up", Health)},
+)
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@route("GET", "/readyz", summary="Redis is reachable", role=None, tag="system",
-       responses={200: Response("Ready", Health), 503: Response("Redis unreachable", Health)})
+@route(
+    "GET",
+    "/readyz",
+    summary="Redis is reachable",
+    role=None,
+    tag="system",
+    responses={200: Response("Ready", Health), 503: Response("Redis unreachable", Health)},
+)
 async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[SERVICES].redis.ping(), timeout=2.0)
@@ -78,14 +92,23 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@route("GET", "/v1/openapi.json", summary="This API's OpenAPI 3.1 document", role=None,
-       tag="system", responses={200: Response("OpenAPI document")})
+@route(
+    "GET",
+    "/v1/openapi.json",
+    summary="This API's OpenAPI 3.1 document",
+    role=None,
+    tag="system",
+    responses={200: Response("OpenAPI document")},
+)
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
 @route(
-    "GET", "/v1/audit", summary="Read the audit trail, oldest first", role=Role.ADMIN,
+    "GET",
+    "/v1/audit",
+    summary="Read the audit trail, oldest first",
+    role=Role.ADMIN,
     tag="system",
     params=(
         Param("after", "Return entries after this entry id (from `next`)"),
@@ -106,8 +129,9 @@ async def read_audit(request: web.Request) -> web.Response:
     after = q.get("after") or None
     if after is not None and not _is_stream_id(after):
         raise BadRequest(f"after={after!r} is not an audit entry id like 1718000000000-0")
-    entries = await request.app[SERVICES].audit.read(after=after, limit=limit,
-                                                     event=q.get("event") or None)
+    entries = await request.app[SERVICES].audit.read(
+        after=after, limit=limit, event=q.get("event") or None
+    )
     nxt = None
     if len(entries) == limit:
         params = f"after={entries[-1].id}&limit={limit}"
@@ -149,8 +173,12 @@ def create_app(
             await handle.aclose()
 
     async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweep_expired(app[SERVICES], settings.expiry_sweep_seconds))
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            _sweep_expired(app[SERVICES], settings.expiry_sweep_seconds, stop)
+        )
         yield
+        stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -161,15 +189,18 @@ def create_app(
     return app
 
 
-async def _sweep_expired(svc: Services, every: float) -> None:
+async def _sweep_expired(svc: Services, every: float, stop: asyncio.Event) -> None:
     """Persist expiries so the audit trail and logs show them as they happen.
 
     Reads never depend on this: a record's effective state already says
-    expired once its time has passed.
+    expired once its time has passed. The loop watches ``stop`` as well as
+    cancellation because redis-py can swallow a cancel that lands while it
+    is connecting.
     """
-    while True:
+    while not stop.is_set():
         try:
             await svc.intake.expire_due()
         except (RedisError, OSError) as exc:
             log.warning("alert.expiry_sweep_failed", error=str(exc))
-        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)

@@ -57,7 +57,7 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-PRINCIPAL = "warnd.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def principal_of(request: web.Request) -> Principal:

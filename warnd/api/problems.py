@@ -19,8 +19,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def problem_response(
-    status: int, title: str, detail: str, *, slug: str, instance: str | None = None,
-    errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
@@ -44,8 +50,13 @@ def from_error(err: WarndError, instance: str | None = None) -> web.Response:
     body = err.problem()
     headers = {"WWW-Authenticate": 'Bearer realm="warnd"'} if err.status == 401 else None
     return problem_response(
-        err.status, body["title"], body["detail"], slug=err.slug, instance=instance,
-        errors=body.get("errors"), headers=headers,
+        err.status,
+        body["title"],
+        body["detail"],
+        slug=err.slug,
+        instance=instance,
+        errors=body.get("errors"),
+        headers=headers,
     )
 
 
@@ -79,6 +90,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("api.unhandled", path=request.path, method=request.method)
         return problem_response(
-            500, "Internal error", "warnd failed to handle this request; see its log",
-            slug="internal", instance=request.path,
+            500,
+            "Internal error",
+            "warnd failed to handle this request; see its log",
+            slug="internal",
+            instance=request.path,
         )

@@ -82,7 +82,7 @@ def route(
 
 
 def spec_for(handler: object) -> RouteSpec | None:
-    return _BY_HANDLER.get(handler)  # type: ignore[arg-type]
+    return _BY_HANDLER.get(handler) if callable(handler) else None
 
 
 def setup_routes(app: web.Application) -> None:
