@@ -8,6 +8,7 @@ models), so the API is never described twice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,34 +92,28 @@ def setup_routes(app: web.Application) -> None:
 
 
 def _openapi_path(path: str) -> str:
-    """aiohttp's ``{id:regex}`` becomes OpenAPI's ``{id}``."""
-    out, depth, i = [], 0, 0
+    """aiohttp's ``{id:regex}`` becomes OpenAPI's ``{id}``.
+
+    The regex may itself contain braces (``[a-z2-7]{16}``), so the closing
+    brace is found by counting, not by the first ``}``.
+    """
+    out: list[str] = []
+    i = 0
     while i < len(path):
-        ch = path[i]
-        if ch == "{":
-            depth += 1
-            j = path.index("}", i)
-            name = path[i + 1 : j].split(":", 1)[0]
-            # Regexes may contain braces ({16}); skip to the matching close.
-            k = i + 1
-            level = 1
-            while level:
-                if path[k] == "{":
-                    level += 1
-                elif path[k] == "}":
-                    level -= 1
-                k += 1
-            out.append("{" + name + "}")
-            i = k
+        if path[i] != "{":
+            out.append(path[i])
+            i += 1
             continue
-        out.append(ch)
-        i += 1
+        depth, j = 1, i + 1
+        while depth:
+            depth += {"{": 1, "}": -1}.get(path[j], 0)
+            j += 1
+        out.append("{" + path[i + 1 : j - 1].split(":", 1)[0] + "}")
+        i = j
     return "".join(out)
 
 
 def _path_params(path: str) -> list[str]:
-    import re
-
     return re.findall(r"\{(\w+)\}", _openapi_path(path))
 
 
