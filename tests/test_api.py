@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from warnd.api.app import create_app
 from warnd.api.context import SERVICES
 from warnd.api.routes import ROUTES
+from warnd.audit import Audit
 from warnd.auth import Role, TokenStore
 from warnd.cap import parse_cap, schema_errors
 from warnd.keys import Keys
@@ -44,7 +45,9 @@ async def client(
 @pytest.fixture
 def make_token(redis: Redis) -> MakeToken:
     async def make(role: str = "operator", *areas: str, name: str = "t") -> str:
-        secret, _ = await TokenStore(redis, Keys()).create(name, Role(role), areas)
+        secret, _ = await TokenStore(redis, Keys(), Audit(redis, Keys())).create(
+            name, Role(role), areas, actor="test"
+        )
         return secret
 
     return make
@@ -334,7 +337,7 @@ async def test_roles_are_enforced_and_revocation_takes_effect(
     assert (await client.get("/v1/alerts", headers=auth(viewer))).status == 200
     assert (await client.post("/v1/alerts", json=json_alert(), headers=auth(viewer))).status == 403
     assert (await client.get("/v1/audit", headers=auth(viewer))).status == 403
-    await TokenStore(redis, Keys()).revoke("v")
+    await TokenStore(redis, Keys(), Audit(redis, Keys())).revoke("v", actor="test")
     resp = await client.get("/v1/alerts", headers=auth(viewer))
     assert resp.status == 401
     assert "revoked" in (await resp.json())["detail"]
@@ -523,7 +526,12 @@ async def test_audit_records_accepts_refusals_and_pages(
         await client.post("/v1/alerts", json=json_alert(), headers=auth(admin))
     await client.post("/v1/alerts", json={"infos": []}, headers=auth(admin))
     first = await (await client.get("/v1/audit?limit=2", headers=auth(admin))).json()
-    assert [e["event"] for e in first["items"]] == ["alert.accepted", "alert.accepted"]
+    assert [e["event"] for e in first["items"]] == ["token.created", "alert.accepted"]
+    assert first["items"][0]["actor"] == "test"
     rest = await (await client.get(first["next"], headers=auth(admin))).json()
-    assert [e["event"] for e in rest["items"]] == ["alert.accepted", "alert.refused"]
-    assert all(e["actor"] == "token:t" for e in first["items"] + rest["items"])
+    assert [e["event"] for e in rest["items"]] == [
+        "alert.accepted",
+        "alert.accepted",
+        "alert.refused",
+    ]
+    assert all(e["actor"] == "token:t" for e in first["items"][1:] + rest["items"])

@@ -8,32 +8,23 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any, cast
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from warnd.keys import Keys
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(BaseModel):
+    """One audit entry: ``id`` is the stream entry id, ``at`` epoch seconds."""
+
     id: str
     at: float
     event: str
     actor: str
     alert_id: str | None
     detail: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "event": self.event,
-            "actor": self.actor,
-            "alert_id": self.alert_id,
-            "detail": self.detail,
-        }
 
 
 class Audit:

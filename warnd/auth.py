@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from warnd.audit import Audit
 from warnd.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from warnd.keys import Keys
 
@@ -111,12 +112,15 @@ def _digest(token: str) -> str:
 
 
 class TokenStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    """Tokens in Redis; every creation and revocation is audited here."""
+
+    def __init__(self, redis: Redis, keys: Keys, audit: Audit) -> None:
         self._redis = redis
         self._keys = keys
+        self._audit = audit
 
     async def create(
-        self, name: str, role: Role, areas: Iterable[str] = ()
+        self, name: str, role: Role, areas: Iterable[str] = (), *, actor: str
     ) -> tuple[str, TokenInfo]:
         """Create a token; returns the secret (shown once) and its record."""
         if not name.strip():
@@ -137,7 +141,16 @@ class TokenStore:
             },
         )
         await self._redis.hset(self._keys.tokens, token_id, digest)
-        return secret, TokenInfo(token_id, name, role, tuple(prefixes), now, None)
+        info = TokenInfo(token_id, name, role, tuple(prefixes), now, None)
+        await self._audit.record(
+            "token.created",
+            actor=actor,
+            token_id=token_id,
+            name=name,
+            role=role.value,
+            areas=prefixes,
+        )
+        return secret, info
 
     async def authenticate(self, secret: str) -> Principal:
         if not secret.startswith(TOKEN_PREFIX):
@@ -163,7 +176,7 @@ class TokenStore:
                 out.append(info)
         return sorted(out, key=lambda t: t.created_at)
 
-    async def revoke(self, id_or_name: str) -> TokenInfo:
+    async def revoke(self, id_or_name: str, *, actor: str) -> TokenInfo:
         """Revoke by token id, or by name when exactly one live token has it."""
         matches = [
             t
@@ -182,6 +195,9 @@ class TokenStore:
         now = time.time()
         if digest and token.revoked_at is None:
             await self._redis.hset(self._keys.token(digest), "revoked_at", f"{now:.3f}")
+            await self._audit.record(
+                "token.revoked", actor=actor, token_id=token.id, name=token.name
+            )
             return TokenInfo(token.id, token.name, token.role, token.areas, token.created_at, now)
         return token
 

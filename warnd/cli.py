@@ -87,14 +87,8 @@ async def _demo_token(settings: Settings, svc: Services) -> str:
         with contextlib.suppress(WarndError):
             await svc.tokens.authenticate(token)
             return token
-    token, info = await svc.tokens.create("demo-operator", Role.OPERATOR, settings.demo.token_areas)
-    await svc.audit.record(
-        "token.created",
-        actor="system:demo",
-        token_id=info.id,
-        name=info.name,
-        role=info.role.value,
-        areas=list(info.areas),
+    token, _ = await svc.tokens.create(
+        "demo-operator", Role.OPERATOR, settings.demo.token_areas, actor="system:demo"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(token + "\n")
@@ -177,14 +171,8 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     from warnd.auth import Role
 
     async def create(svc: Any) -> int:
-        token, info = await svc.tokens.create(args.name, Role(args.role), args.area or [])
-        await svc.audit.record(
-            "token.created",
-            actor="cli",
-            token_id=info.id,
-            name=info.name,
-            role=info.role.value,
-            areas=list(info.areas),
+        token, info = await svc.tokens.create(
+            args.name, Role(args.role), args.area or [], actor="cli"
         )
         print(token)
         print(
@@ -206,8 +194,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     async def revoke(svc: Any) -> int:
-        info = await svc.tokens.revoke(args.token)
-        await svc.audit.record("token.revoked", actor="cli", token_id=info.id, name=info.name)
+        info = await svc.tokens.revoke(args.token, actor="cli")
         print(f"revoked token {info.id} {info.name!r}")
         return 0
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -138,8 +136,8 @@ async def read_audit(request: web.Request) -> web.Response:
         if q.get("event"):
             params += f"&event={q['event']}"
         nxt = f"/v1/audit?{params}"
-    body: dict[str, Any] = {"items": [e.as_dict() for e in entries], "next": nxt}
-    return web.Response(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
+    page = AuditPage(items=entries, next=nxt)
+    return web.Response(text=page.model_dump_json(), content_type="application/json")
 
 
 def _is_stream_id(text: str) -> bool:

@@ -41,7 +41,7 @@ class Services:
             keys=keys,
             taxonomy=taxonomy,
             store=store,
-            tokens=TokenStore(redis, keys),
+            tokens=TokenStore(redis, keys, audit),
             audit=audit,
             intake=Intake(redis, store, audit, taxonomy, keys),
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from warnd.audit import AuditEntry
 from warnd.store import AlertRecord
 
 
@@ -70,17 +71,8 @@ class AlertPage(BaseModel):
     next: str | None = Field(description="URL of the next page, if there is one")
 
 
-class AuditItem(BaseModel):
-    id: str
-    at: float
-    event: str
-    actor: str
-    alert_id: str | None
-    detail: dict[str, Any]
-
-
 class AuditPage(BaseModel):
-    items: list[AuditItem]
+    items: list[AuditEntry]
     next: str | None
 
 
