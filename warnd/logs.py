@@ -8,6 +8,26 @@ from typing import Literal
 
 import structlog
 
+
+class _StderrLogger:
+    """Writes each rendered event to whatever ``sys.stderr`` is at that moment.
+
+    structlog's PrintLogger binds the stream once; looking it up per event
+    keeps logging working when the stream is swapped (test runners, daemons
+    that redirect their output).
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class _StderrLoggerFactory:
+    def __call__(self, *args: object) -> _StderrLogger:
+        return _StderrLogger()
+
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -39,6 +59,6 @@ def configure(level: str = "info", fmt: Literal["json", "console", "auto"] = "au
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=False,
     )

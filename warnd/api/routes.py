@@ -91,7 +91,7 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_route(spec.method, spec.path, spec.handler)
 
 
-def _openapi_path(path: str) -> str:
+def openapi_path(path: str) -> str:
     """aiohttp's ``{id:regex}`` becomes OpenAPI's ``{id}``.
 
     The regex may itself contain braces (``[a-z2-7]{16}``), so the closing
@@ -114,7 +114,7 @@ def _openapi_path(path: str) -> str:
 
 
 def _path_params(path: str) -> list[str]:
-    return re.findall(r"\{(\w+)\}", _openapi_path(path))
+    return re.findall(r"\{(\w+)\}", openapi_path(path))
 
 
 def openapi_document() -> dict[str, Any]:
@@ -175,7 +175,7 @@ def openapi_document() -> dict[str, Any]:
         for status_text, text in errors.items():
             responses.setdefault(status_text, {"description": text, "content": problem})
         op["responses"] = responses
-        paths.setdefault(_openapi_path(spec.path), {})[spec.method.lower()] = op
+        paths.setdefault(openapi_path(spec.path), {})[spec.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {
