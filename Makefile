@@ -30,8 +30,24 @@ run: $(VENV)/.installed-run  ## start warnd on the demo config with its embedded
 	$(BIN)/warnd check --config $(CONFIG)
 	$(BIN)/warnd serve --config $(CONFIG)
 
-test: $(VENV)/.installed-dev  ## run the whole test suite
+test: $(VENV)/.installed-dev peers  ## run the whole test suite
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# The channel tests talk to real gateways: Kannel (bearerbox, smsbox and the
+# fakesmsc SMSC from kannel-extras) and mosquitto. Install the Debian packages
+# when a binary is missing and we are root or have sudo; otherwise say so (in
+# CI the tests then fail with the same message instead of skipping).
+PEER_BINARIES := /usr/sbin/bearerbox /usr/sbin/smsbox /usr/lib/kannel/test/fakesmsc /usr/sbin/mosquitto
+peers:  ## install the Debian packages the channel tests need (kannel, kannel-extras, mosquitto)
+	@missing=""; for b in $(PEER_BINARIES); do [ -x "$$b" ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "missing:$$missing; run: apt-get install -y kannel kannel-extras mosquitto"; exit 0; fi; \
+	  echo "installing kannel kannel-extras mosquitto (missing:$$missing)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kannel kannel-extras mosquitto >/dev/null; \
+	  for svc in kannel mosquitto; do $$SUDO service $$svc stop >/dev/null 2>&1 || true; done; \
+	fi
 
 lint: $(VENV)/.installed-dev  ## ruff and mypy (strict)
 	$(BIN)/ruff check warnd channels tests
@@ -45,4 +61,4 @@ format: $(VENV)/.installed-dev  ## apply ruff's formatting and import order
 clean:  ## remove the virtualenv, build output and the demo data directory
 	rm -rf $(VENV) build dist *.egg-info var
 
-.PHONY: help install dev run test lint format clean
+.PHONY: help install dev run test lint format clean peers

@@ -1,0 +1,81 @@
+"""What the HTTP-speaking channels share: one pooled session, outcome rules."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
+
+import aiohttp
+
+from warnd.channel import ChannelConfig, Receipt, Target
+
+T = TypeVar("T")
+
+
+def new_session(config: ChannelConfig) -> aiohttp.ClientSession:
+    """One pooled session per channel instance (one provider account).
+
+    Every request is bounded by ``config.timeout``; the connector caps the
+    connections this account opens.
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=config.timeout, connect=min(config.timeout, 10.0)),
+        connector=aiohttp.TCPConnector(limit=config.max_connections),
+        raise_for_status=False,
+    )
+
+
+def retry_after(headers: Mapping[str, str], default: float) -> float:
+    """Seconds from a Retry-After header (delta or HTTP date), else ``default``."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return default
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - time.time())
+
+
+def not_sent(exc: BaseException) -> bool:
+    """The request certainly never reached the provider (safe to resend)."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+def transport_receipts(
+    targets: Iterable[Target], exc: BaseException, *, idempotent: bool, who: str
+) -> list[Receipt]:
+    """Receipts for targets whose request failed in transport.
+
+    Not sent (refused, connect timeout): retry. Possibly sent (read
+    timeout, disconnect) to a provider that does not deduplicate:
+    uncertain, so dispatch reconciles before resending.
+    """
+    detail = f"{who}: {type(exc).__name__}: {exc}".rstrip(": ")
+    if not_sent(exc) or idempotent:
+        return [Receipt.retry(t.delivery_id, detail, after=5.0) for t in targets]
+    return [Receipt.uncertain(t.delivery_id, detail) for t in targets]
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+async def gather_limited(
+    items: Sequence[T], work: Callable[[T], Awaitable[list[Receipt]]], limit: int
+) -> list[Receipt]:
+    """Run ``work`` on every item, at most ``limit`` at once; concatenate receipts."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> list[Receipt]:
+        async with sem:
+            return await work(item)
+
+    out: list[Receipt] = []
+    for part in await asyncio.gather(*(one(i) for i in items)):
+        out.extend(part)
+    return out

@@ -1,0 +1,235 @@
+"""WeChat Work (企业微信) group robots.
+
+Credentials: in the WeChat Work group chat, 群设置 → 群机器人 → 添加机器人;
+the robot's webhook URL ends in ``key=<uuid>``. That key is the endpoint's
+address (import it with the group's subscriber record, or give the whole
+webhook URL). It is a credential — anyone holding it can post to the group
+— so warnd never logs more than its last four characters and keys its
+rate window by a hash of it. warnd itself needs no account secret.
+
+Messages: ``text`` (at most 2048 bytes of UTF-8, with ``mentioned_list:
+["@all"]`` / ``mentioned_mobile_list`` for the levels in ``mention_levels``)
+or ``markdown`` (at most 4096 bytes, for the levels in
+``markdown_levels``; markdown cannot @-mention). Each robot takes 20
+messages a minute: warnd keeps that window in Redis, shared by every
+process, and answers ``retry`` (not counted as an attempt) when it is full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, ClassVar, Literal, cast
+
+import aiohttp
+import structlog
+from pydantic import Field, model_validator
+
+from warnd.channel import (
+    Batch,
+    Channel,
+    ChannelConfig,
+    ChannelContext,
+    ChannelHealth,
+    RateLimit,
+    Receipt,
+    Target,
+    mask_address,
+)
+from warnd.keys import Keys
+from warnd.limits import LengthUnit, MessageLimits
+from warnd.model import Level
+from warnd.ratewindow import RateWindow
+
+from ._http import TRANSPORT_ERRORS, gather_limited, new_session, transport_receipts
+
+log = structlog.get_logger("warnd.channels.wechat")
+
+TEXT_LIMITS = MessageLimits(LengthUnit.UTF8_BYTES, max_length=2048)
+MARKDOWN_LIMITS = MessageLimits(LengthUnit.UTF8_BYTES, max_length=4096, markdown=True)
+
+ERR_OK = 0
+ERR_BUSY = -1
+ERR_FREQ = 45009  # api freq out of limit
+ERR_INVALID_KEY = 93000  # invalid webhook url
+
+_KEY = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+
+
+LevelName = Literal["blue", "yellow", "orange", "red"]
+
+
+class WeChatConfig(ChannelConfig):
+    provider: Literal["robot"] = "robot"
+    base_url: str = Field(default="https://qyapi.weixin.qq.com", pattern=r"^https?://")
+    markdown_levels: list[LevelName] = Field(default=["blue", "yellow"])
+    mention_levels: list[LevelName] = Field(default=["orange", "red"])
+    mention_all: bool = True
+    mention_mobiles: list[str] = Field(default_factory=list)
+    """Also @ these members by mobile number (``mentioned_mobile_list``)."""
+    window_count: int = Field(default=20, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0)
+    """WeChat Work's documented limit per robot: 20 messages per 60 s."""
+
+    @model_validator(mode="after")
+    def _markdown_cannot_mention(self) -> WeChatConfig:
+        both = sorted(set(self.markdown_levels) & set(self.mention_levels))
+        if both:
+            raise ValueError(
+                f"levels {both} are in both markdown_levels and mention_levels: "
+                "WeChat Work markdown messages cannot @-mention"
+            )
+        return self
+
+
+class WeChatChannel(Channel):
+    name = "wechat"
+    provider = "robot"
+    Config: ClassVar[type[ChannelConfig]] = WeChatConfig
+    limits = TEXT_LIMITS
+    batch_size = 50
+    rate = RateLimit(20, 60.0, scope="address")
+    async_receipts = False
+    idempotent = False  # a resent request posts the message to the group twice
+
+    def __init__(self, config: ChannelConfig, context: ChannelContext | None = None) -> None:
+        super().__init__(config, context)
+        self.cfg = cast(WeChatConfig, config)
+        self.rate = RateLimit(self.cfg.window_count, self.cfg.window_seconds, scope="address")
+        self.window = RateWindow(self.cfg.window_count, self.cfg.window_seconds, self.context.redis)
+        self._keys = self.context.keys or Keys()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = new_session(self.config)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def health(self) -> ChannelHealth:
+        return ChannelHealth(self._session is not None, "" if self._session else "not started")
+
+    def limits_for(self, level: Level | None) -> MessageLimits:
+        if level is not None and level.value in self.cfg.markdown_levels:
+            return MARKDOWN_LIMITS
+        return TEXT_LIMITS
+
+    def robot_key(self, address: str) -> str | None:
+        """The robot key of an endpoint: the key itself, or a webhook URL on ``base_url``."""
+        prefix = f"{self.cfg.base_url.rstrip('/')}/cgi-bin/webhook/send?key="
+        key = address[len(prefix) :] if address.startswith(prefix) else address
+        return key if _KEY.match(key) else None
+
+    def payload(self, batch: Batch) -> dict[str, Any]:
+        level = batch.level.value if batch.level else None
+        if batch.markdown:
+            return {"msgtype": "markdown", "markdown": {"content": batch.text}}
+        text: dict[str, Any] = {"content": batch.text}
+        if level in self.cfg.mention_levels:
+            if self.cfg.mention_all:
+                text["mentioned_list"] = ["@all"]
+            if self.cfg.mention_mobiles:
+                text["mentioned_mobile_list"] = list(self.cfg.mention_mobiles)
+        return {"msgtype": "text", "text": text}
+
+    async def send(self, batch: Batch) -> list[Receipt]:
+        if self._session is None:
+            raise RuntimeError("WeChatChannel.send before start()")
+        payload = self.payload(batch)
+        limit = MARKDOWN_LIMITS if batch.markdown else TEXT_LIMITS
+        size = len(batch.text.encode("utf-8"))
+        if limit.max_length is not None and size > limit.max_length:
+            kind = "markdown" if batch.markdown else "text"
+            err = f"{kind} is {size} bytes; WeChat Work takes at most {limit.max_length}"
+            return [Receipt.failed(t.delivery_id, err) for t in batch.targets]
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        return await gather_limited(
+            batch.targets, lambda t: self._send_one(t, body), self.config.max_connections
+        )
+
+    async def _send_one(self, target: Target, body: bytes) -> list[Receipt]:
+        did = target.delivery_id
+        key = self.robot_key(target.address)
+        if key is None:
+            return [Receipt.failed(did, "not a WeChat Work robot key or webhook URL")]
+        window_key = self._keys.channel_window(
+            self.name, hashlib.sha256(key.encode()).hexdigest()[:20]
+        )
+        wait = await self.window.acquire(window_key)
+        if wait > 0:
+            return [
+                Receipt.retry(
+                    did,
+                    f"robot's window of {self.cfg.window_count} per "
+                    f"{self.cfg.window_seconds:g} s is full",
+                    after=wait,
+                    counts_attempt=False,
+                    status="window",
+                )
+            ]
+        url = f"{self.cfg.base_url.rstrip('/')}/cgi-bin/webhook/send"
+        if self._session is None:
+            raise RuntimeError("send before start()")
+        try:
+            async with self._session.post(
+                url,
+                params={"key": key},
+                data=body,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+            ) as resp:
+                status = resp.status
+                text = await resp.text(errors="replace")
+        except TRANSPORT_ERRORS as exc:
+            log.warning(
+                "channel.send_failed",
+                channel=self.name,
+                delivery_id=did,
+                robot=mask_address(key),
+                error=type(exc).__name__,
+            )
+            return transport_receipts([target], exc, idempotent=False, who="wechat")
+        receipt = self._classify(did, status, text)
+        log.info(
+            "channel.sent" if receipt.outcome.value == "sent" else "channel.refused",
+            channel=self.name,
+            delivery_id=did,
+            robot=mask_address(key),
+            status=receipt.provider_status,
+        )
+        return [receipt]
+
+    def _classify(self, did: str, status: int, text: str) -> Receipt:
+        if status == 429 or status >= 500:
+            return Receipt.retry(
+                did,
+                f"wechat: HTTP {status}",
+                after=5.0,
+                counts_attempt=status != 429,
+                status=str(status),
+            )
+        if status != 200:
+            return Receipt.failed(did, f"wechat: HTTP {status}: {text[:200]}", status=str(status))
+        try:
+            doc = json.loads(text)
+            errcode = int(doc["errcode"])
+            errmsg = str(doc.get("errmsg", ""))
+        except (ValueError, KeyError, TypeError):
+            return Receipt.uncertain(did, f"wechat: unreadable answer: {text[:200]}")
+        code = str(errcode)
+        if errcode == ERR_OK:
+            return Receipt.sent(did, None, status=code)
+        if errcode == ERR_FREQ:
+            return Receipt.retry(
+                did,
+                f"wechat: {errcode} {errmsg}",
+                after=self.cfg.window_seconds,
+                counts_attempt=False,
+                status=code,
+            )
+        if errcode == ERR_BUSY:
+            return Receipt.retry(did, f"wechat: {errcode} {errmsg}", after=5.0, status=code)
+        return Receipt.failed(did, f"wechat: {errcode} {errmsg}", status=code)

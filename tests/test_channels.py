@@ -1,0 +1,978 @@
+"""Channel plugins against real peers, and the contract every channel passes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.header import decode_header, make_header
+from email.message import Message
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote_to_bytes
+
+import aiomqtt
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
+from peers import CloudSmsServer, Kannel, Mosquitto, WeChatServer, free_port
+from redis.asyncio import Redis
+
+from warnd.api.app import create_app
+from warnd.api.receipts import RECEIPT_SINK, redis_sink
+from warnd.channel import (
+    Batch,
+    CallbackReceipt,
+    CallbackState,
+    Channel,
+    ChannelContext,
+    Outcome,
+    Receipt,
+    Target,
+    mask_address,
+)
+from warnd.errors import ConfigError
+from warnd.keys import Keys
+from warnd.limits import MessageLimits
+from warnd.model import Level, MsgType
+from warnd.plugins import build_channel, build_channels, load_channel_classes
+from warnd.settings import Settings
+
+SECRET = "s3cr3t-do-not-log-7f3a"
+RECEIPT_SECRET = "receipts-secret-9c1d"
+ROBOT = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+OTHER_ROBOT = "11111111-2222-3333-4444-555555555555"
+TEXT = "【菏泽市气象台】暴雨红色预警：曹县未来3小时降雨量将达100毫米以上，请立即停止户外活动。"
+
+
+def batch(
+    targets: list[Target],
+    *,
+    text: str = TEXT,
+    level: Level = Level.RED,
+    msg_type: MsgType = MsgType.ALERT,
+    markdown: bool = False,
+) -> Batch:
+    return Batch(
+        targets=tuple(targets),
+        text=text,
+        subject="曹县暴雨红色预警",
+        html=f"<p>{text}</p>",
+        lines=("暴雨红色预警", "曹县", "停止户外活动"),
+        level=level,
+        alert_id="a1",
+        identifier="37170041600000_20300701120000_1",
+        msg_type=msg_type,
+        markdown=markdown,
+    )
+
+
+def build(name: str, raw: dict[str, Any], ctx: ChannelContext | None = None, **env: str) -> Channel:
+    return build_channel(name, raw, load_channel_classes(), ctx, env=env)
+
+
+async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never says a word; its port."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+
+
+# ======================================================== the contract
+
+
+class ChannelContract:
+    """Every registered channel (and provider) passes these, against its peer."""
+
+    valid: ClassVar[list[str]]
+    """Addresses the peer accepts."""
+    invalid: ClassVar[str] = "not an address \n"
+
+    @pytest.fixture
+    async def channel(self) -> AsyncIterator[Channel]:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        """The same channel against a peer that never answers (timeout 0.5 s)."""
+        raise NotImplementedError
+
+    def targets(self, n: int) -> list[Target]:
+        return [Target(f"d{i}", self.valid[i % len(self.valid)]) for i in range(n)]
+
+    async def test_declares_limits_batch_size_and_rate(self, channel: Channel) -> None:
+        assert channel.name in load_channel_classes()
+        assert isinstance(channel.limits, MessageLimits)
+        for level in Level:
+            assert isinstance(channel.limits_for(level), MessageLimits)
+        assert channel.batch_size >= 1
+        assert channel.rate.count >= 1 and channel.rate.per > 0
+
+    async def test_one_receipt_per_target(self, channel: Channel) -> None:
+        targets = [*self.targets(len(self.valid)), Target("bad", self.invalid)]
+        receipts = await channel.send(batch(targets))
+        assert sorted(r.delivery_id for r in receipts) == sorted(t.delivery_id for t in targets)
+        by_id = {r.delivery_id: r for r in receipts}
+        assert by_id["bad"].outcome is Outcome.FAILED
+        assert all(
+            by_id[t.delivery_id].outcome in (Outcome.SENT, Outcome.DELIVERED) for t in targets[:-1]
+        ), receipts
+
+    async def test_timeouts_become_receipts(self, hanging: Channel) -> None:
+        targets = self.targets(2)
+        receipts = await hanging.send(batch(targets))
+        assert len(receipts) == 2
+        outcomes = {r.outcome for r in receipts}
+        assert outcomes <= {Outcome.RETRY, Outcome.UNCERTAIN}, receipts
+        if hanging.idempotent:
+            assert outcomes == {Outcome.RETRY}  # resending is harmless
+        else:
+            # Never resent blindly: only what certainly never left may be retried.
+            assert all(
+                r.outcome is Outcome.UNCERTAIN or "connect" in (r.error or "").lower()
+                for r in receipts
+            ), receipts
+
+    async def test_secrets_stay_out_of_repr_and_logs(self, channel: Channel) -> None:
+        with structlog.testing.capture_logs() as logs:
+            await channel.send(batch(self.targets(len(self.valid))))
+        text = repr(channel) + repr(channel.config) + json.dumps(logs, default=str)
+        assert SECRET not in text and RECEIPT_SECRET not in text
+        for address in self.valid:
+            if address.isdigit() and len(address) > 4:
+                assert address not in text  # phone numbers: last four digits only
+
+
+def test_every_registered_channel_and_provider_has_a_contract_test() -> None:
+    covered = {(c.channel_name, c.provider_name) for c in ChannelContract.__subclasses__()}  # type: ignore[attr-defined]
+    wanted = set()
+    for name, cls in load_channel_classes().items():
+        for provider in cls.providers or {cls.provider: cls}:
+            wanted.add((name, provider))
+    assert wanted <= covered, wanted - covered
+
+
+# ------------------------------------------------------------- sandbox
+
+
+class TestSandboxContract(ChannelContract):
+    channel_name, provider_name = "sandbox", "sandbox"
+    valid: ClassVar[list[str]] = ["13800138000", "x@example.cn"]
+    invalid = "fail-me"
+
+    @pytest.fixture
+    async def channel(self, redis: Redis) -> AsyncIterator[Channel]:
+        ch = build(
+            "sandbox",
+            {
+                "provider": "sandbox",
+                "fail_addresses": ["fail-me"],
+                "record": "both",
+                "receipt_secret_env": "RS",
+            },
+            ChannelContext(redis=redis, keys=Keys()),
+            RS=RECEIPT_SECRET,
+        )
+        await ch.start()
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        ch = build("sandbox", {"provider": "sandbox", "latency": 3600, "timeout": 0.5})
+        await ch.start()
+        yield ch
+        await ch.stop()
+
+
+async def test_sandbox_records_in_redis_for_other_processes(redis: Redis) -> None:
+    ch = build("sms", {"provider": "sandbox", "record": "redis"}, ChannelContext(redis=redis))
+    assert ch.name == "sms" and ch.limits.unit.value == "ucs2"
+    await ch.start()
+    await ch.send(batch([Target("d1", "13800138000"), Target("d2", "13900139000")]))
+    await ch.stop()
+    rows = [f for _, f in await redis.xrange(Keys().sandbox_record("sms"))]
+    assert [(r["delivery_id"], r["address"], r["outcome"]) for r in rows] == [
+        ("d1", "13800138000", "sent"),
+        ("d2", "13900139000", "sent"),
+    ]
+    assert rows[0]["text"] == TEXT
+
+
+async def test_sandbox_failure_shares_are_repeatable() -> None:
+    raw = {"provider": "sandbox", "fail_rate": 0.3, "throttle_rate": 0.2}
+    targets = [Target(f"d{i}", "13800138000") for i in range(200)]
+    first = await build("sandbox", raw).send(batch(targets))
+    second = await build("sandbox", raw).send(batch(targets))
+    assert first == second
+    outcomes = [r.outcome for r in first]
+    assert 20 < outcomes.count(Outcome.FAILED) < 100
+    throttled = [r for r in first if r.outcome is Outcome.RETRY]
+    assert throttled and all(not r.counts_attempt for r in throttled)
+
+
+# ========================================================== registry
+
+
+def test_two_plugins_claiming_one_name_stop_start_up() -> None:
+    eps = [
+        EntryPoint("sms", "warnd_channels.sms:SmsChannel", "warnd.channels"),
+        EntryPoint("sms", "acme_sms.plugin:AcmeSms", "warnd.channels"),
+    ]
+    with pytest.raises(ConfigError) as err:
+        load_channel_classes(eps)
+    assert "warnd_channels.sms:SmsChannel" in err.value.detail
+    assert "acme_sms.plugin:AcmeSms" in err.value.detail
+
+
+def test_registry_lists_the_bundled_channels() -> None:
+    assert set(load_channel_classes()) >= {"sandbox", "sms", "wechat", "email", "board"}
+
+
+def test_secrets_come_from_env_or_file_never_the_config(tmp_path: Path) -> None:
+    raw = {"provider": "kannel", "url": "http://k/cgi-bin/sendsms", "username": "u"}
+    with pytest.raises(ConfigError) as err:
+        build("sms", {**raw, "password": "inline"})
+    assert "do not write secrets" in err.value.detail
+    with pytest.raises(ConfigError) as err:
+        build("sms", {**raw, "password_env": "NOPE"})
+    assert "'NOPE' is not set" in err.value.detail
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET + "\n")
+    ch = build("sms", {**raw, "password_file": str(secret_file)})
+    assert ch.config.password.get_secret_value() == SECRET  # type: ignore[attr-defined]
+    assert SECRET not in repr(ch)
+
+
+def test_build_channels_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_channels(
+            {
+                "sms": {"provider": "nope"},
+                "wechat": {"provider": "robot", "markdown_levels": ["red"]},
+                "pager": {"provider": "x"},
+            }
+        )
+    text = "\n".join(err.value.problems)
+    assert "unknown provider 'nope'" in text
+    assert "cannot @-mention" in text
+    assert "no channel plugin named 'pager'" in text
+
+
+# ============================================================ Kannel
+
+
+def kannel_raw(k: Kannel, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "kannel",
+        "url": k.sendsms_url,
+        "username": k.username,
+        "password_env": "KPW",
+        "sender": "12379",
+        "receipt_secret_env": "RS",
+        **extra,
+    }
+
+
+class TestKannelContract(ChannelContract):
+    channel_name, provider_name = "sms", "kannel"
+    valid: ClassVar[list[str]] = ["13800138001", "13900139002"]
+
+    @pytest.fixture
+    async def channel(self, kannel: Kannel) -> AsyncIterator[Channel]:
+        ctx = ChannelContext(receipts_url=f"http://127.0.0.1:{kannel.receipts_port}/v1/receipts")
+        ch = build("sms", kannel_raw(kannel), ctx, KPW=kannel.password, RS=RECEIPT_SECRET)
+        await ch.start()
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        async def hang(request: web.Request) -> web.Response:
+            await asyncio.sleep(3600)
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_get("/cgi-bin/sendsms", hang)
+        async for url in serve(app):
+            ch = build(
+                "sms",
+                {
+                    "provider": "kannel",
+                    "url": f"{url}/cgi-bin/sendsms",
+                    "username": "u",
+                    "password_env": "KPW",
+                    "timeout": 0.5,
+                },
+                KPW=SECRET,
+            )
+            await ch.start()
+            yield ch
+            await ch.stop()
+
+
+async def test_kannel_delivers_and_its_reports_move_states(
+    kannel: Kannel, redis: Redis, settings: Settings
+) -> None:
+    ctx = ChannelContext(receipts_url=f"http://127.0.0.1:{kannel.receipts_port}/v1/receipts")
+    ch = build("sms", kannel_raw(kannel), ctx, KPW=kannel.password, RS=kannel.receipt_secret)
+    got: list[tuple[str, CallbackReceipt]] = []
+    both = asyncio.Event()
+
+    async def sink(name: str, receipts: Any) -> None:
+        got.extend((name, r) for r in receipts)
+        if {r.provider_status for _, r in got if r.delivery_id == "k1"} >= {"8", "1"}:
+            both.set()
+
+    app = create_app(settings, redis=redis, channels={"sms": ch})
+    app[RECEIPT_SINK] = sink
+    async for _ in serve(app, kannel.receipts_port):
+        (receipt,) = await ch.send(batch([Target("k1", "13800138007")]))
+        assert receipt.outcome is Outcome.SENT, receipt
+        await asyncio.wait_for(both.wait(), timeout=60)
+        # The SMSC got the text, as UCS-2, for that number.
+        for _ in range(300):
+            lines = [ln for ln in kannel.received() if " 13800138007 " in ln]
+            if lines:
+                break
+            await asyncio.sleep(0.1)
+        (line,) = lines
+        sender, _, coding, payload = line.split("<", 1)[1].rstrip(">").split(" ", 3)
+        assert (sender, coding) == ("12379", "ucs-2")
+        assert unquote_to_bytes(payload).decode("utf-16-be") == TEXT
+        states = [(r.provider_status, r.state) for _, r in got if r.delivery_id == "k1"]
+        assert ("8", CallbackState.ACCEPTED) in states
+        assert ("1", CallbackState.DELIVERED) in states
+
+        # A reply from the phone comes back as an acknowledgement.
+        kannel.inject_reply("13800138007", "12379", "1")
+        for _ in range(300):
+            if any(r.state is CallbackState.ACKNOWLEDGED for _, r in got):
+                break
+            await asyncio.sleep(0.1)
+        (ack,) = [r for _, r in got if r.state is CallbackState.ACKNOWLEDGED]
+        assert ack.sender and ack.sender.endswith("13800138007") and ack.reply == "1"
+        assert "13800138007" not in repr(ack)
+
+
+# ========================================================= cloud SMS HTTP
+
+
+@pytest.fixture
+async def cloud_sms() -> AsyncIterator[tuple[CloudSmsServer, str]]:
+    peer = CloudSmsServer(api_key=SECRET, bad_numbers={"13000000000"})
+    app = web.Application()
+    app.router.add_post("/sms/send", peer.handle)
+    async for url in serve(app):
+        yield peer, url
+
+
+def http_sms_raw(url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "http",
+        "url": f"{url}/sms/send",
+        "auth_value_env": "AUTH",
+        "sender": "菏泽市应急管理局",
+        "receipt_secret_env": "RS",
+        "receipts_field": "receipts",
+        **extra,
+    }
+
+
+async def http_sms(url: str, **extra: Any) -> Channel:
+    ch = build("sms", http_sms_raw(url, **extra), AUTH=f"Bearer {SECRET}", RS=RECEIPT_SECRET)
+    await ch.start()
+    return ch
+
+
+class TestHttpSmsContract(ChannelContract):
+    channel_name, provider_name = "sms", "http"
+    valid: ClassVar[list[str]] = ["13800138001", "13900139002", "15000150003"]
+
+    @pytest.fixture
+    async def channel(self, cloud_sms: tuple[CloudSmsServer, str]) -> AsyncIterator[Channel]:
+        ch = await http_sms(cloud_sms[1])
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self, cloud_sms: tuple[CloudSmsServer, str]) -> AsyncIterator[Channel]:
+        cloud_sms[0].mode = "hang"
+        ch = await http_sms(cloud_sms[1], timeout=0.5)
+        yield ch
+        await ch.stop()
+
+
+async def test_http_sms_batches_1000_numbers_with_per_number_results(
+    cloud_sms: tuple[CloudSmsServer, str],
+) -> None:
+    peer, url = cloud_sms
+    ch = await http_sms(url)
+    targets = [Target(f"d{i}", f"139{i:08d}") for i in range(2500)]
+    targets.append(Target("bad", "13000000000"))
+    try:
+        receipts = await ch.send(batch(targets))
+    finally:
+        await ch.stop()
+    assert [len(r["phones"]) for r in peer.requests] == [1000, 1000, 501]
+    assert all(r["content"] == TEXT and r["sign_name"] == "菏泽市应急管理局" for r in peer.requests)
+    by_id = {r.delivery_id: r for r in receipts}
+    assert len(by_id) == 2501
+    assert by_id["bad"].outcome is Outcome.FAILED
+    assert "invalid mobile number" in (by_id["bad"].error or "")
+    assert by_id["d0"].outcome is Outcome.SENT and by_id["d0"].provider_id
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome", "counts", "after"),
+    [
+        ("429", Outcome.RETRY, False, 7.0),
+        ("500", Outcome.RETRY, True, 5.0),
+        ("garbage", Outcome.UNCERTAIN, True, None),
+    ],
+)
+async def test_http_sms_gateway_answers_map_to_receipts(
+    cloud_sms: tuple[CloudSmsServer, str],
+    mode: str,
+    outcome: Outcome,
+    counts: bool,
+    after: float | None,
+) -> None:
+    peer, url = cloud_sms
+    peer.mode = mode
+    ch = await http_sms(url)
+    try:
+        receipts = await ch.send(batch([Target("d1", "13800138000"), Target("d2", "13900139000")]))
+    finally:
+        await ch.stop()
+    assert {r.outcome for r in receipts} == {outcome}
+    assert all(r.counts_attempt is counts and r.retry_after == after for r in receipts)
+
+
+async def test_http_sms_wrong_key_is_retried_not_failed(
+    cloud_sms: tuple[CloudSmsServer, str],
+) -> None:
+    ch = build("sms", http_sms_raw(cloud_sms[1]), AUTH="Bearer wrong", RS=RECEIPT_SECRET)
+    await ch.start()
+    try:
+        (r,) = await ch.send(batch([Target("d1", "13800138000")]))
+    finally:
+        await ch.stop()
+    assert r.outcome is Outcome.RETRY and r.provider_status == "401"
+
+
+# ======================================================= receipts route
+
+
+async def test_receipts_route_authenticates_parses_and_records(
+    cloud_sms: tuple[CloudSmsServer, str], redis: Redis, settings: Settings
+) -> None:
+    ch = await http_sms(cloud_sms[1])
+    app = create_app(settings, redis=redis, channels={"sms": ch})
+    app[RECEIPT_SINK] = redis_sink(redis, Keys())  # the default, whatever dispatch plugs in
+    body = {
+        "receipts": [{"msg_id": "m1", "status": "DELIVRD"}, {"msg_id": "m2", "status": "UNDELIV"}]
+    }
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/v1/receipts/sms?secret=wrong", json=body)
+        assert resp.status == 401
+        resp = await client.post("/v1/receipts/nope?secret=x", json=body)
+        assert resp.status == 404
+        resp = await client.post("/v1/receipts/sms?secret=" + RECEIPT_SECRET, data=b"{")
+        assert resp.status == 400
+        resp = await client.post(
+            "/v1/receipts/sms", json=body, headers={"X-Warnd-Secret": RECEIPT_SECRET}
+        )
+        assert resp.status == 200
+        assert await resp.json() == {"channel": "sms", "accepted": 2}
+        spec = await (await client.get("/v1/openapi.json")).json()
+        assert "/v1/receipts/{channel}" in spec["paths"]
+    rows = [f for _, f in await redis.xrange(Keys().callback_receipts)]
+    assert [(r["provider_id"], r["state"]) for r in rows] == [
+        ("m1", "delivered"),
+        ("m2", "failed"),
+    ]
+
+
+async def test_sandbox_posts_asynchronous_receipts_to_warnd(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> None:
+    port = free_port()
+    settings = make_settings(
+        http={"port": port},
+        channels={
+            "board": {"provider": "sandbox", "receipts": "acknowledged", "receipt_secret_env": "RS"}
+        },
+    )
+    ctx = ChannelContext(redis=redis, receipts_url=f"http://127.0.0.1:{port}/v1/receipts")
+    ch = build("board", settings.channels["board"], ctx, RS=RECEIPT_SECRET)
+    got: list[CallbackReceipt] = []
+    app = create_app(settings, redis=redis, channels={"board": ch})
+
+    async def sink(name: str, receipts: Any) -> None:
+        got.extend(receipts)
+
+    app[RECEIPT_SINK] = sink
+    async for _ in serve(app, port):
+        await ch.send(batch([Target("b1", "board-1")]))
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+    assert [(r.delivery_id, r.state) for r in got] == [("b1", CallbackState.ACKNOWLEDGED)]
+
+
+# ============================================================ WeChat
+
+
+@pytest.fixture
+async def wechat_peer() -> AsyncIterator[tuple[WeChatServer, str]]:
+    peer = WeChatServer(keys={ROBOT, OTHER_ROBOT}, per_minute=20, window=60.0)
+    app = web.Application()
+    app.router.add_post("/cgi-bin/webhook/send", peer.handle)
+    async for url in serve(app):
+        yield peer, url
+
+
+async def wechat(url: str, redis: Redis | None = None, **extra: Any) -> Channel:
+    ch = build(
+        "wechat",
+        {"provider": "robot", "base_url": url, **extra},
+        ChannelContext(redis=redis, keys=Keys()),
+    )
+    await ch.start()
+    return ch
+
+
+class TestWeChatContract(ChannelContract):
+    channel_name, provider_name = "wechat", "robot"
+    valid: ClassVar[list[str]] = [ROBOT, OTHER_ROBOT]
+
+    @pytest.fixture
+    async def channel(
+        self, wechat_peer: tuple[WeChatServer, str], redis: Redis
+    ) -> AsyncIterator[Channel]:
+        ch = await wechat(wechat_peer[1], redis)
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(
+        self, wechat_peer: tuple[WeChatServer, str], redis: Redis
+    ) -> AsyncIterator[Channel]:
+        wechat_peer[0].hang = True
+        ch = await wechat(wechat_peer[1], redis, timeout=0.5)
+        yield ch
+        await ch.stop()
+
+
+async def test_wechat_red_text_mentions_all_and_blue_is_markdown(
+    wechat_peer: tuple[WeChatServer, str], redis: Redis
+) -> None:
+    peer, url = wechat_peer
+    ch = await wechat(url, redis, mention_mobiles=["13800138000"])
+    try:
+        assert ch.limits_for(Level.RED).max_length == 2048
+        assert ch.limits_for(Level.BLUE).markdown and ch.limits_for(Level.BLUE).max_length == 4096
+        await ch.send(batch([Target("r", ROBOT)], level=Level.RED))
+        await ch.send(batch([Target("b", ROBOT)], level=Level.BLUE, markdown=True, text="**蓝色**"))
+        (r,) = await ch.send(batch([Target("x", "f" * 36)]))
+        assert r.outcome is Outcome.FAILED and r.provider_status == "93000"
+        (r,) = await ch.send(batch([Target("long", ROBOT)], text="暴" * 683))  # 2049 bytes
+        assert r.outcome is Outcome.FAILED and "2049 bytes" in (r.error or "")
+    finally:
+        await ch.stop()
+    (_, red), (_, blue) = peer.received
+    assert red == {
+        "msgtype": "text",
+        "text": {
+            "content": TEXT,
+            "mentioned_list": ["@all"],
+            "mentioned_mobile_list": ["13800138000"],
+        },
+    }
+    assert blue == {"msgtype": "markdown", "markdown": {"content": "**蓝色**"}}
+
+
+async def test_wechat_window_is_shared_across_processes(
+    wechat_peer: tuple[WeChatServer, str], redis: Redis
+) -> None:
+    peer, url = wechat_peer
+    # Two channel instances on one Redis stand for two warnd processes.
+    a, b = await wechat(url, redis), await wechat(url, redis)
+    try:
+        ra = await a.send(batch([Target(f"a{i}", ROBOT) for i in range(15)]))
+        rb = await b.send(batch([Target(f"b{i}", ROBOT) for i in range(15)]))
+    finally:
+        await a.stop()
+        await b.stop()
+    receipts = ra + rb
+    sent = [r for r in receipts if r.outcome is Outcome.SENT]
+    held = [r for r in receipts if r.outcome is Outcome.RETRY]
+    assert len(sent) == 20 == len(peer.received)
+    assert len(held) == 10
+    assert all(not r.counts_attempt and r.retry_after and r.retry_after > 0 for r in held)
+
+
+async def test_wechat_server_side_limit_is_retried_after_the_window(
+    wechat_peer: tuple[WeChatServer, str],
+) -> None:
+    peer, url = wechat_peer
+    peer.per_minute = 1  # someone else already posted through this robot
+    ch = await wechat(url, None)
+    try:
+        r1, r2 = await ch.send(batch([Target("1", ROBOT), Target("2", ROBOT)]))
+    finally:
+        await ch.stop()
+    outcomes = sorted([r1, r2], key=lambda r: r.outcome.value)
+    assert [r.outcome for r in outcomes] == [Outcome.RETRY, Outcome.SENT]
+    assert outcomes[0].provider_status == "45009" and outcomes[0].retry_after == 60.0
+    assert not outcomes[0].counts_attempt
+
+
+# ============================================================= email
+
+
+class Recorder:
+    def __init__(self, reject: set[str]) -> None:
+        self.reject = reject
+        self.messages: list[tuple[list[str], bytes]] = []
+        self.sessions = 0
+
+    async def handle_EHLO(
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address in self.reject:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        self.messages.append((list(envelope.rcpt_tos), data))
+        return "250 2.0.0 Ok: queued"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Recorder, int]]:
+    recorder = Recorder(reject={"nobody@heze.gov.cn"})
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recorder, port
+    finally:
+        controller.stop()
+
+
+def email_raw(port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "from_address": "yjj@heze.gov.cn",
+        "from_name": "菏泽市应急管理局",
+        **extra,
+    }
+
+
+class TestEmailContract(ChannelContract):
+    channel_name, provider_name = "email", "smtp"
+    valid: ClassVar[list[str]] = ["zhang@heze.gov.cn", "li@caoxian.gov.cn"]
+
+    @pytest.fixture
+    async def channel(self, smtp_server: tuple[Recorder, int]) -> AsyncIterator[Channel]:
+        ch = build("email", email_raw(smtp_server[1]))
+        await ch.start()
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        async with silent_server() as port:  # accepts the connection, never greets
+            ch = build("email", email_raw(port, timeout=0.5))
+            await ch.start()
+            yield ch
+            await ch.stop()
+
+
+async def test_email_multipart_chinese_headers_and_rejected_recipients(
+    smtp_server: tuple[Recorder, int],
+) -> None:
+    recorder, port = smtp_server
+    ch = build("email", email_raw(port))
+    targets = [
+        Target("e1", "zhang@heze.gov.cn", name="张三"),
+        Target("e2", "nobody@heze.gov.cn"),
+        Target("e3", "li@caoxian.gov.cn"),
+    ]
+    receipts = await ch.send(batch(targets))
+    by_id = {r.delivery_id: r for r in receipts}
+    assert by_id["e2"].outcome is Outcome.FAILED and by_id["e2"].provider_status == "550"
+    assert by_id["e1"].outcome is Outcome.SENT and by_id["e3"].outcome is Outcome.SENT
+    assert recorder.sessions == 1  # one connection for the batch
+    assert [rcpts for rcpts, _ in recorder.messages] == [
+        ["zhang@heze.gov.cn"],
+        ["li@caoxian.gov.cn"],
+    ]
+    raw = recorder.messages[0][1]
+    assert raw.isascii()  # RFC 2047 encoded headers, base64/qp bodies
+    msg: Message = email.message_from_bytes(raw)
+    assert str(make_header(decode_header(msg["Subject"]))) == "曹县暴雨红色预警"
+    assert "菏泽市应急管理局" in str(make_header(decode_header(msg["From"])))
+    assert "张三" in str(make_header(decode_header(msg["To"])))
+    assert msg["Message-ID"] == by_id["e1"].provider_id and "e1." in msg["Message-ID"]
+    parts = {p.get_content_type(): p for p in msg.walk() if not p.is_multipart()}
+    assert set(parts) == {"text/plain", "text/html"}
+    plain = parts["text/plain"].get_payload(decode=True)
+    assert isinstance(plain, bytes) and TEXT in plain.decode("utf-8")
+
+
+# ============================================================= boards
+
+
+class Board:
+    """A simulated board: status online (offline as last will), acks what it shows."""
+
+    def __init__(self, broker: Mosquitto, board_id: str, prefix: str = "warnd/boards") -> None:
+        self.broker, self.id, self.prefix = broker, board_id, prefix
+        self.shown: list[dict[str, Any]] = []
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        will = aiomqtt.Will(f"{self.prefix}/{self.id}/status", "offline", qos=1, retain=True)
+        async with aiomqtt.Client(self.broker.host, self.broker.port, will=will) as client:
+            await client.subscribe(f"{self.prefix}/{self.id}/display", qos=1)
+            await client.publish(f"{self.prefix}/{self.id}/status", "online", qos=1, retain=True)
+            self.ready.set()
+            async for message in client.messages:
+                payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                self.shown.append(payload)
+                ack = {
+                    "delivery_id": payload["delivery_id"],
+                    "status": "cleared" if payload["action"] == "clear" else "shown",
+                }
+                await client.publish(f"{self.prefix}/{self.id}/ack", json.dumps(ack), qos=1)
+
+
+async def mark_offline(broker: Mosquitto, board_id: str) -> None:
+    """What the broker publishes when a board's connection dies: its last will."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.publish(f"warnd/boards/{board_id}/status", "offline", qos=1, retain=True)
+
+
+@pytest.fixture
+async def boards(mosquitto: Mosquitto) -> AsyncIterator[Board]:
+    board = Board(mosquitto, "caoxian-01")
+    board.task = asyncio.create_task(board.run())
+    await asyncio.wait_for(board.ready.wait(), 30)
+    await mark_offline(mosquitto, "shanxian-07")
+    yield board
+    board.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await board.task
+
+
+def mqtt_raw(broker: Mosquitto, **extra: Any) -> dict[str, Any]:
+    return {"provider": "mqtt", "host": broker.host, "port": broker.port, "ack_wait": 10, **extra}
+
+
+class TestMqttBoardContract(ChannelContract):
+    channel_name, provider_name = "board", "mqtt"
+    valid: ClassVar[list[str]] = ["caoxian-01"]
+    invalid = "bad/board#"
+
+    @pytest.fixture
+    async def channel(self, mosquitto: Mosquitto, boards: Board) -> AsyncIterator[Channel]:
+        ch = build("board", mqtt_raw(mosquitto, password_env="MP", username="warnd"), MP=SECRET)
+        await ch.start()
+        yield ch
+        await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        async with silent_server() as port:  # a broker that never answers CONNECT
+            ch = build(
+                "board", {"provider": "mqtt", "host": "127.0.0.1", "port": port, "timeout": 0.5}
+            )
+            await ch.start()
+            yield ch
+            await ch.stop()
+
+
+async def test_board_acks_offline_fails_fast_and_cancel_clears(
+    mosquitto: Mosquitto, boards: Board
+) -> None:
+    ch = build("board", mqtt_raw(mosquitto))
+    await ch.start()
+    try:
+        receipts = await ch.send(
+            batch(
+                [
+                    Target("on", "caoxian-01"),
+                    Target("off", "shanxian-07"),
+                    Target("never", "juye-99"),
+                ]
+            )
+        )
+        by_id = {r.delivery_id: r for r in receipts}
+        assert by_id["on"].outcome is Outcome.DELIVERED
+        assert by_id["off"].outcome is Outcome.FAILED and "offline" in (by_id["off"].error or "")
+        assert by_id["never"].outcome is Outcome.FAILED
+        shown = boards.shown[-1]
+        assert shown["action"] == "show" and shown["colour"] == "#FF0000"
+        assert shown["lines"] == ["暴雨红色预警", "曹县", "停止户外活动"]
+        (r,) = await ch.send(batch([Target("c", "caoxian-01")], msg_type=MsgType.CANCEL))
+        assert r.outcome is Outcome.DELIVERED and r.provider_status == "cleared"
+        assert boards.shown[-1]["action"] == "clear" and boards.shown[-1]["lines"] == []
+    finally:
+        await ch.stop()
+    # The display message is retained: a board that connects now sees the clear.
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe("warnd/boards/caoxian-01/display", qos=1)
+        async for message in client.messages:
+            assert json.loads(bytes(message.payload))["action"] == "clear"  # type: ignore[arg-type]
+            break
+
+
+class TestHttpBoardContract(ChannelContract):
+    channel_name, provider_name = "board", "http"
+    valid: ClassVar[list[str]] = ["caoxian-01", "juye-02"]
+    invalid = "../etc"
+
+    @pytest.fixture
+    async def channel(self) -> AsyncIterator[Channel]:
+        async def show(request: web.Request) -> web.Response:
+            if request.headers.get("Authorization") != f"Token {SECRET}":
+                return web.Response(status=401)
+            body = await request.json()
+            assert body["lines"] and request.match_info["board"] in self.valid
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_post("/boards/{board}/display", show)
+        async for url in serve(app):
+            ch = build(
+                "board",
+                {
+                    "provider": "http",
+                    "url": url + "/boards/{board}/display",
+                    "auth_value_env": "BT",
+                },
+                BT=f"Token {SECRET}",
+            )
+            await ch.start()
+            yield ch
+            await ch.stop()
+
+    @pytest.fixture
+    async def hanging(self) -> AsyncIterator[Channel]:
+        async def hang(request: web.Request) -> web.Response:
+            await asyncio.sleep(3600)
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/boards/{board}/display", hang)
+        async for url in serve(app):
+            ch = build(
+                "board",
+                {"provider": "http", "url": url + "/boards/{board}/display", "timeout": 0.5},
+            )
+            await ch.start()
+            yield ch
+            await ch.stop()
+
+
+# =============================================================== CLI
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., int]]:
+    """``warnd`` in this process; it configures logging to pytest's captured
+    stderr, so the defaults come back afterwards."""
+    from warnd.cli import main
+
+    yield main
+    structlog.reset_defaults()
+
+
+def test_cli_channels_test_prints_the_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli: Callable[..., int]
+) -> None:
+    main = cli
+    config = tmp_path / "warnd.toml"
+    config.write_text('[channels.sms]\nprovider = "sandbox"\nfail_addresses = ["13000000000"]\n')
+    assert main(["channels", "test", "sms", "13800138000", "--config", str(config)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["outcome"] == "sent" and out["endpoint"] == "*******8000"
+    assert main(["channels", "test", "sms", "13000000000", "--config", str(config)]) == 1
+    assert main(["channels", "test", "wechat", "x", "--config", str(config)]) == 2
+
+
+def test_check_reports_channel_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cli: Callable[..., int]
+) -> None:
+    main = cli
+    config = tmp_path / "warnd.toml"
+    config.write_text(
+        f'taxonomy_file = "{Path(__file__).parents[1] / "config" / "taxonomy.toml"}"\n'
+        '[channels.sms]\nprovider = "kannel"\nurl = "http://k/"\nusername = "u"\npassword = "x"\n'
+    )
+    assert main(["check", "--config", str(config)]) == 1
+    assert "do not write secrets" in capsys.readouterr().err
+
+
+def test_mask_address() -> None:
+    assert mask_address("13800138000") == "*******8000"
+    assert mask_address("zhang@heze.gov.cn") == "z***@heze.gov.cn"
+    assert Receipt.sent("d", "p").as_dict() == {
+        "delivery_id": "d",
+        "outcome": "sent",
+        "provider_id": "p",
+    }
