@@ -1,0 +1,275 @@
+"""Dispatch throughput and latency through the sandbox channel.
+
+    .venv/bin/python bench/dispatch.py [--recipients 1000000] [--runs 3] [--small 20]
+
+One warnd process (planner and workers in the same event loop) on a
+private redis-server, the ``sms`` channel through the sandbox (batches of
+1,000, no recording, no rate limit). Prints, asserts nothing:
+
+* deliveries/s for ``--recipients`` recipients (accepted → last send),
+  per run, and the time from acceptance to the first and to the last send;
+* p50/p99 of acceptance → first send over ``--small`` alerts of 1,000
+  recipients each, sent one after another;
+* Redis memory per delivery (``used_memory`` after the fan-out minus before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web
+
+from warnd.api.app import create_app
+from warnd.api.context import SERVICES
+from warnd.auth import Principal, Role
+from warnd.dispatch.states import DeliveryState
+from warnd.dispatch.store import DeliveryStore
+from warnd.jsonform import alert_from_json
+from warnd.logs import configure
+from warnd.redis_server import EmbeddedRedis, find_redis_server, redis_client
+from warnd.settings import Settings
+from warnd.subscribers import Endpoints, Subscriber, SubscriberStore
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN = REPO.parent / "shared" / "data" / "admin"
+
+
+async def villages(redis: Any) -> list[str]:
+    from warnd.areas import AreaLevel, AreaRegistry
+    from warnd.keys import Keys
+
+    reg = await AreaRegistry.load(redis, Keys())
+    return sorted(a.code for a in reg.with_prefix("3717") if a.level is AreaLevel.VILLAGE)
+
+
+async def load_subscribers(redis: Any, n: int, codes: list[str]) -> None:
+    from warnd.keys import Keys
+
+    store = SubscriberStore(redis, Keys())
+    started = time.perf_counter()
+    for lo in range(0, n, 20_000):
+        subs = [
+            Subscriber.model_construct(
+                id=f"s{i}",
+                name="",
+                area=codes[i % len(codes)],
+                point=None,
+                language="zh-Hans",
+                groups=[],
+                endpoints=Endpoints.model_construct(
+                    sms=f"+86139{i:08d}", email=None, wechat=None, board=None
+                ),
+            )
+            for i in range(lo, min(n, lo + 20_000))
+        ]
+        await store.upsert_many(subs)
+    print(f"  loaded {n:,} subscribers in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+async def used_memory(redis: Any) -> int:
+    info = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def dispatch_one(
+    svc: Any, store: DeliveryStore, code: str, n: int, ident: str
+) -> dict[str, float]:
+    alert = await alert_from_json(
+        {
+            "identifier": ident,
+            "sent": "2030-07-01T08:00:00+08:00",
+            "infos": [
+                {
+                    "hazard": "rainstorm",
+                    "level": "red",
+                    "urgency": "Immediate",
+                    "headline": "菏泽市气象台发布暴雨红色预警信号",
+                    "description": "预计未来3小时降雨量将达100毫米以上。",
+                    "expires": "2030-07-02T20:00:00+08:00",
+                    "areas": [
+                        {
+                            "area_desc": code,
+                            "geocodes": [{"value_name": "GB/T 2260", "value": code}],
+                        }
+                    ],
+                }
+            ],
+        },
+        issuer=svc.settings.issuer,
+        taxonomy=svc.taxonomy,
+        next_seq=svc.next_identifier_seq,
+    )
+    principal = Principal(token_id="bench", name="bench", role=Role.ADMIN)  # noqa: S106
+    acc = await svc.intake.accept(alert, principal=principal, source="bench")
+    aid = acc.record.id
+    while True:
+        # Light polling (the benchmark shares the event loop with dispatch): the
+        # plan hash, then the state string once planning is done.
+        await asyncio.sleep(0.25)
+        plan = await store.plan(aid)
+        if plan.get("status") == "planned":
+            left = await store.find(aid, [DeliveryState.QUEUED, DeliveryState.SENDING], 0, 1)
+            if not left[0]:
+                break
+    accepted = int(plan["accepted_ms"])
+    return {
+        "deliveries": float(plan["deliveries"]),
+        "first": (int(plan["first_sent"]) - accepted) / 1000,
+        "last": (int(plan["last_sent"]) - accepted) / 1000,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure(args.log, "console")
+    tmp = Path(tempfile.mkdtemp(prefix="warnd-bench-"))
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = EmbeddedRedis(tmp / "redis", port=port, executable=find_redis_server())
+    await server.start()
+    redis = redis_client(server.url)
+    try:
+        settings = Settings.model_validate(
+            {
+                "data_dir": tmp,
+                "redis": {"url": server.url},
+                "taxonomy_file": REPO / "config" / "taxonomy.toml",
+                "render": {
+                    "templates_dir": REPO / "templates",
+                    "guidelines_file": REPO / "config" / "guidelines.toml",
+                },
+                "areas": {
+                    "import": [
+                        ADMIN / f
+                        for f in (
+                            "cn-stats2023-provinces.csv",
+                            "cn-stats2023-cities.csv",
+                            "cn-stats2023-areas.csv",
+                            "cn-stats2023-streets.csv",
+                            "cn-stats2023-villages-371700-heze.csv",
+                        )
+                    ]
+                },
+                "channels": {
+                    "sms": {
+                        "provider": "sandbox",
+                        "record": "none",
+                        "batch_size": 1000,
+                        "rate_count": 100_000_000,
+                    }
+                },
+                "dispatch": {"concurrency": args.concurrency},
+            }
+        )
+        # First start: imports the areas; then the subscribers, then the real run.
+        app = create_app(settings, redis=redis, poll_feeds=False)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        codes = await villages(redis)
+        await runner.cleanup()
+        small_codes = [c for c in codes if c.startswith("371721")]
+        await load_subscribers(
+            redis, args.recipients, [c for c in codes if not c.startswith("371721")] or codes
+        )
+        await load_subscribers_small(redis, small_codes, args.recipients)
+        app = create_app(settings, redis=redis, poll_feeds=False)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        svc = app[SERVICES]
+        store = DeliveryStore(redis, svc.keys)
+        print(
+            f"warnd dispatch benchmark: {args.recipients:,} recipients, sandbox sms, "
+            f"batches of 1,000, concurrency {args.concurrency}",
+            flush=True,
+        )
+        firsts: list[float] = []
+        lasts: list[float] = []
+        for i in range(args.small):
+            r = await dispatch_one(svc, store, "371721", 1000, f"bench-small-{i}")
+            firsts.append(r["first"])
+            lasts.append(r["last"])
+        print(
+            f"  {args.small} alerts x {int(r['deliveries']):,} recipients: accepted -> first send "
+            f"p50 {_ms(statistics.median(firsts))} p99 {_ms(_p99(firsts))}; -> last send "
+            f"p50 {_ms(statistics.median(lasts))} p99 {_ms(_p99(lasts))}",
+            flush=True,
+        )
+        big_firsts: list[float] = []
+        big_lasts: list[float] = []
+        for run in range(args.runs):
+            before = await used_memory(redis)
+            r = await dispatch_one(svc, store, "371700", args.recipients, f"bench-big-{run}")
+            after = await used_memory(redis)
+            n = int(r["deliveries"])
+            big_firsts.append(r["first"])
+            big_lasts.append(r["last"])
+            print(
+                f"  run {run + 1}: {n:,} deliveries, first send {_ms(r['first'])}, last send "
+                f"{r['last']:.2f} s -> {n / r['last']:,.0f} deliveries/s; Redis "
+                f"{(after - before) / n:.1f} bytes/delivery",
+                flush=True,
+            )
+        if args.runs:
+            print(
+                f"  {args.runs} runs: accepted -> first send p50 {_ms(statistics.median(big_firsts))} "
+                f"p99 {_ms(_p99(big_firsts))}; -> last send p50 {statistics.median(big_lasts):.2f} s "
+                f"p99 {_p99(big_lasts):.2f} s",
+                flush=True,
+            )
+        await runner.cleanup()
+    finally:
+        await redis.aclose()
+        await server.stop()
+
+
+async def load_subscribers_small(redis: Any, codes: list[str], offset: int) -> None:
+    """1,000 subscribers in 曹县 for the latency alerts."""
+    from warnd.keys import Keys
+
+    subs = [
+        Subscriber.model_construct(
+            id=f"c{i}",
+            name="",
+            area=codes[i % len(codes)],
+            point=None,
+            language="zh-Hans",
+            groups=[],
+            endpoints=Endpoints.model_construct(
+                sms=f"+86138{i:08d}", email=None, wechat=None, board=None
+            ),
+        )
+        for i in range(1000)
+    ]
+    await SubscriberStore(redis, Keys()).upsert_many(subs)
+
+
+def _p99(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1000:.0f} ms"
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--recipients", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--small", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--log", default="warning", help="log level (info shows plan timings)")
+    asyncio.run(main(p.parse_args()))

@@ -1,0 +1,382 @@
+"""Delivery records: compact per-alert arrays in Redis, changed only by Lua.
+
+Everything about an alert's deliveries lives under its hash tag
+``{a:<id>}`` (``<prefix>:{a:<id>}:d:<part>``):
+
+``plan``    hash: how planning went (status, totals, t0, expiry, halt, priority)
+``b``       hash: batch ``k`` → JSON (channel, variant, addresses, …); ``h<k>``
+            → its area histogram
+``msg``     hash: variant number → the rendered message (JSON)
+``st`` ``at`` ``ar`` ``tm`` ``bx``  the per-delivery arrays (see :mod:`warnd.dispatch.lua`)
+``areas``   list: area codes by index; ``ai`` hash: code → index
+``cnt``     hash: ``<area>|<channel>|<state>`` → deliveries (exact)
+``ev``      hash: delivery number → its event log (only deliveries that did
+            more than queued → sending → sent: retries, errors, acks, escalation)
+``ack``     hash: subscriber id → delivery id that was acknowledged
+
+About 9 bytes of state plus the address per delivery; a batch of 1,000 is
+claimed, and its outcome written, by one script call each. A delivery's id
+is ``<alert id>.<batch>.<offset>``: no address in it, so it can be logged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from warnd.dispatch import lua
+from warnd.dispatch.states import DeliveryState
+from warnd.groups import CHANNELS
+from warnd.keys import Keys
+
+_CHANNEL_INDEX = {c.value: i for i, c in enumerate(CHANNELS)}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRef:
+    """A delivery id taken apart."""
+
+    alert_id: str
+    batch: int
+    offset: int
+
+    @classmethod
+    def parse(cls, delivery_id: str) -> DeliveryRef | None:
+        parts = delivery_id.split(".")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        if not parts[0].isalnum() or len(parts[0]) > 64:
+            return None
+        return cls(parts[0], int(parts[1]), int(parts[2]))
+
+    def __str__(self) -> str:
+        return f"{self.alert_id}.{self.batch}.{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One batch of deliveries: one message (variant) to up to ``batch_size`` endpoints."""
+
+    alert_id: str
+    index: int
+    base: int
+    channel: str
+    variant: int
+    addresses: list[str]
+    hist: str
+    """``<area index>:<count>,…``: the batch's areas, for the counters."""
+    priority: str = "lo"
+    kind: str = "alert"
+    """``alert``, ``notice`` (解除/更新 to those reached), ``escalation``, ``supervisor``."""
+    group: str = ""
+    """The group whose members must acknowledge (``ack_required``), else empty."""
+    subscribers: list[str] = field(default_factory=list)
+    """Subscriber ids (kept for acknowledgement batches only)."""
+    refs: list[str] = field(default_factory=list)
+    """The delivery each one escalates or reports on (escalation, supervisor)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.addresses)
+
+    def delivery_id(self, offset: int) -> str:
+        return f"{self.alert_id}.{self.index}.{offset}"
+
+    @staticmethod
+    def encode(
+        channel: str,
+        variant: int,
+        addresses: Sequence[str],
+        *,
+        priority: str,
+        kind: str = "alert",
+        group: str = "",
+        subscribers: Sequence[str] = (),
+        refs: Sequence[str] = (),
+    ) -> str:
+        doc: dict[str, Any] = {"c": channel, "v": variant, "a": list(addresses), "p": priority}
+        if kind != "alert":
+            doc["x"] = kind
+        if group:
+            doc["g"] = group
+        if subscribers:
+            doc["s"] = list(subscribers)
+        if refs:
+            doc["r"] = list(refs)
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, alert_id: str, index: int, base: int, raw: str, hist: str) -> BatchRecord:
+        doc = json.loads(raw)
+        return cls(
+            alert_id=alert_id,
+            index=index,
+            base=base,
+            channel=doc["c"],
+            variant=int(doc["v"]),
+            addresses=doc["a"],
+            hist=hist or "",
+            priority=doc.get("p", "lo"),
+            kind=doc.get("x", "alert"),
+            group=doc.get("g", ""),
+            subscribers=doc.get("s", []),
+            refs=doc.get("r", []),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What a state move changed."""
+
+    offsets: list[int]
+    """Offsets moved (in the batch)."""
+    stale: list[int]
+    """``sending`` offsets of a reclaimed entry (claim only)."""
+    attempts: list[int]
+    """Attempts of the moved offsets after the move (when asked)."""
+    to: DeliveryState
+
+
+def _offsets(raw: str, n: int) -> list[int]:
+    if raw == "*":
+        return list(range(n))
+    return [int(x) for x in raw.split(",") if x]
+
+
+class DeliveryStore:
+    """Reads and writes the delivery records of alerts."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._move = redis.register_script(lua.MOVE)
+        self._sweep = redis.register_script(lua.SWEEP)
+        self._add = redis.register_script(lua.ADD_BATCH)
+        self._find = redis.register_script(lua.FIND)
+        self._events = redis.register_script(lua.APPEND_EVENTS)
+        self._variant = redis.register_script(lua.VARIANT)
+        self._read = redis.register_script(lua.READ)
+
+    def key(self, alert_id: str, part: str) -> str:
+        return self.keys.deliveries(alert_id, part)
+
+    def _script_keys(self, alert_id: str) -> list[str]:
+        return [self.key(alert_id, p) for p in lua.KEY_PARTS]
+
+    # ---------------------------------------------------------------- plan
+    async def plan(self, alert_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self.redis.hgetall(self.key(alert_id, "plan")))
+
+    async def start_plan(self, alert_id: str, fields: Mapping[str, str | int]) -> bool:
+        """Record the plan's fixed fields unless a plan exists; ``False`` if one did."""
+        key = self.key(alert_id, "plan")
+        created = bool(await self.redis.hsetnx(key, "t0", now_ms()))
+        if created:
+            await self.redis.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
+        return created
+
+    async def set_plan(self, alert_id: str, **fields: str | int) -> None:
+        await self.redis.hset(self.key(alert_id, "plan"), mapping=fields)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- variants
+    async def variant(self, alert_id: str, key: str, message: Mapping[str, Any]) -> int:
+        """The number of a rendered message, storing it the first time."""
+        body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        v = await self._variant(keys=[self.key(alert_id, "msg")], args=[key, body])
+        return int(cast(int, v))
+
+    async def message(self, alert_id: str, variant: int) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.key(alert_id, "msg"), str(variant))
+        return json.loads(cast(str, raw)) if raw else None
+
+    # -------------------------------------------------------------- batches
+    async def add_batch(
+        self,
+        alert_id: str,
+        record_json: str,
+        channel: str,
+        area_codes: Sequence[str],
+        area_of: Sequence[int],
+        *,
+        state: DeliveryState = DeliveryState.QUEUED,
+        pipe: Any = None,
+    ) -> Any:
+        """Append a batch (``area_of[i]`` indexes ``area_codes``); returns ``[k, base]``
+        (or queues the call on ``pipe``)."""
+        keys = [*self._script_keys(alert_id), self.key(alert_id, "b"), self.key(alert_id, "ai")]
+        args: list[str | int] = [
+            now_ms(),
+            record_json,
+            len(area_of),
+            state.code,
+            channel,
+            _CHANNEL_INDEX.get(channel, 255),
+            ",".join(area_codes),
+            ",".join(map(str, area_of)),
+        ]
+        return await self._add(keys=keys, args=args, client=pipe)
+
+    async def batches(self, alert_id: str, indexes: Sequence[int]) -> dict[int, BatchRecord]:
+        if not indexes:
+            return {}
+        fields: list[str] = []
+        for k in indexes:
+            fields += [str(k), f"h{k}"]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.key(alert_id, "b"), fields)
+        await self._read(keys=self._script_keys(alert_id), args=[0, "b", *indexes], client=pipe)
+        values, table = await pipe.execute()
+        out: dict[int, BatchRecord] = {}
+        for i, k in enumerate(indexes):
+            raw, hist = values[2 * i], values[2 * i + 1]
+            base = int(table[3 * i])
+            if raw is None or base < 0:
+                continue
+            out[k] = BatchRecord.decode(alert_id, k, base, raw, hist or "")
+        return out
+
+    async def batch_table(self, alert_id: str) -> list[tuple[int, int, str]]:
+        """(base, size, channel) of every batch, in order."""
+        nb = int(await self.redis.hget(self.key(alert_id, "plan"), "nb") or 0)
+        out: list[tuple[int, int, str]] = []
+        for k0 in range(0, nb, 2000):
+            ks = list(range(k0, min(nb, k0 + 2000)))
+            res = cast(
+                list[Any], await self._read(keys=self._script_keys(alert_id), args=[0, "b", *ks])
+            )
+            for i in range(len(ks)):
+                out.append((int(res[3 * i]), int(res[3 * i + 1]), str(res[3 * i + 2])))
+        return out
+
+    # ---------------------------------------------------------------- moves
+    async def move(
+        self,
+        batch: BatchRecord,
+        offsets: Sequence[int] | None,
+        frm: str,
+        to: DeliveryState,
+        *,
+        bump: str = "",
+        claim: bool = False,
+        reclaimed: bool = False,
+        want_attempts: bool = False,
+        now: int | None = None,
+    ) -> Moved:
+        """Move deliveries of ``batch`` (``None``: all) whose state code is in ``frm``."""
+        offs = "*" if offsets is None else ",".join(map(str, offsets))
+        if offs == "":
+            return Moved([], [], [], to)
+        res = await self._move(
+            keys=self._script_keys(batch.alert_id),
+            args=[
+                now if now is not None else now_ms(),
+                batch.base,
+                batch.size,
+                batch.channel,
+                offs,
+                frm,
+                to.code,
+                bump,
+                batch.hist,
+                "1" if claim else "0",
+                "1" if reclaimed else "0",
+                "1" if want_attempts else "0",
+            ],
+        )
+        moved, stale, ats, _count, final = cast(list[Any], res)
+        return Moved(
+            _offsets(str(moved), batch.size),
+            _offsets(str(stale), batch.size),
+            _offsets(str(ats), 1 << 30),
+            DeliveryState.of(str(final)),
+        )
+
+    async def sweep(self, alert_id: str, frm: str, to: DeliveryState, *, chunk: int = 50) -> int:
+        """Move every delivery of an alert in a state of ``frm`` to ``to``, a few
+        batches per script call so Redis is never blocked for long."""
+        total = 0
+        nb = int(await self.redis.hget(self.key(alert_id, "plan"), "nb") or 0)
+        for k0 in range(0, nb, chunk):
+            moved = await self._sweep(
+                keys=self._script_keys(alert_id),
+                args=[now_ms(), k0, min(nb, k0 + chunk), frm, to.code],
+            )
+            total += int(cast(int, moved))
+        return total
+
+    # -------------------------------------------------------------- reading
+    async def states(self, alert_id: str, start: int = 0, end: int = -1) -> str:
+        return cast(str, await self.redis.getrange(self.key(alert_id, "st"), start, end))
+
+    async def find(
+        self, alert_id: str, states: Sequence[DeliveryState], start: int, limit: int
+    ) -> tuple[list[int], int | None]:
+        """Delivery numbers in one of ``states`` from ``start``; and where to go on."""
+        codes = "".join(s.code for s in states)
+        res = cast(
+            list[int],
+            await self._find(keys=[self.key(alert_id, "st")], args=[codes, start, limit]),
+        )
+        *found, nxt = (int(x) for x in res)
+        return found, (None if nxt < 0 else nxt)
+
+    async def slots(self, alert_id: str, numbers: Sequence[int]) -> list[tuple[str, int, int, str]]:
+        """State code, attempts, ms since t0 and area code of each delivery number."""
+        if not numbers:
+            return []
+        res = cast(
+            list[Any], await self._read(keys=self._script_keys(alert_id), args=[0, "d", *numbers])
+        )
+        return [
+            (str(res[4 * i]), int(res[4 * i + 1]), int(res[4 * i + 2]), str(res[4 * i + 3]))
+            for i in range(len(numbers))
+        ]
+
+    async def areas_of(self, batch: BatchRecord) -> list[str]:
+        """The area code of each delivery of a batch."""
+        res = await self._read(
+            keys=self._script_keys(batch.alert_id), args=[0, "a", batch.base, batch.size]
+        )
+        return [str(x) for x in cast(list[Any], res)]
+
+    async def counters(self, alert_id: str) -> dict[str, int]:
+        raw = cast(dict[str, str], await self.redis.hgetall(self.key(alert_id, "cnt")))
+        return {k: int(v) for k, v in raw.items() if int(v)}
+
+    # --------------------------------------------------------------- events
+    async def add_events(
+        self, alert_id: str, events: Sequence[tuple[int, Mapping[str, Any]]], pipe: Any = None
+    ) -> None:
+        """Append events to deliveries' logs (``(delivery number, event)``)."""
+        if not events:
+            return
+        args: list[str] = []
+        t = round(time.time(), 3)
+        for n, event in events:
+            args += [str(n), json.dumps({"at": t, **event}, ensure_ascii=False)]
+        await self._events(keys=[self.key(alert_id, "ev")], args=args, client=pipe)
+
+    async def events(
+        self, alert_id: str, numbers: Sequence[int]
+    ) -> dict[int, list[dict[str, Any]]]:
+        if not numbers:
+            return {}
+        raw = await self.redis.hmget(self.key(alert_id, "ev"), [str(n) for n in numbers])
+        out: dict[int, list[dict[str, Any]]] = {}
+        for n, text in zip(numbers, raw, strict=True):
+            if text:
+                out[n] = [json.loads(line) for line in cast(str, text).split("\n") if line]
+        return out
+
+    async def all_keys(self, alert_id: str) -> list[str]:
+        parts = (*lua.KEY_PARTS, "b", "ai", "msg", "ev", "ack")
+        return [self.key(alert_id, p) for p in parts]

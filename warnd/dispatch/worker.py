@@ -1,0 +1,565 @@
+"""Channel workers: take batches from the lanes, send them, record the outcome.
+
+One :class:`ChannelWorker` per configured channel in each ``warnd serve``
+process. It keeps at most ``concurrency`` batches in flight (a full pool
+reads nothing more: backpressure) and reads the ``hi`` lane before ``lo``.
+
+For one lane entry:
+
+1. **Claim** (one script): the batch's deliveries still ``queued`` become
+   ``sending`` — or ``cancelled``/``expired`` if the alert was halted or has
+   expired. Deliveries in any other state are left alone, so a redelivered
+   entry, a duplicate entry or a second process never sends twice.
+2. Deliveries found ``sending`` in an entry taken over from a dead
+   consumer may or may not have gone out: they are **reconciled**
+   (:meth:`Channel.reconcile`) before anything is resent; still in doubt,
+   they are resent only through a channel whose provider deduplicates
+   (``idempotent``), else they stay ``uncertain`` for receipts to settle.
+3. **Rate**: the batch waits for its tokens in the channel's shared bucket.
+4. **Send**, then **record** every receipt (one script per outcome):
+   ``sent``/``delivered``; ``failed`` → dead letter; ``retry`` → back to
+   ``queued`` and rescheduled with exponential backoff and jitter (at least
+   ``retry_after``; throttling does not use up an attempt), dead-lettered
+   once the channel's attempts are used up; ``uncertain`` stays in doubt.
+5. Acknowledge and delete the entry.
+
+A Redis outage before the send abandons the entry (it is retried); after
+the send, recording is retried until Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from warnd.channel import Batch, Channel, Outcome, Receipt, Target, mask_address
+from warnd.dispatch.config import DispatchSettings
+from warnd.dispatch.lanes import PRIORITIES, WORKERS, Entry, Lanes
+from warnd.dispatch.ratelimit import RateLimiter
+from warnd.dispatch.states import DeliveryState
+from warnd.dispatch.store import BatchRecord, DeliveryStore
+from warnd.model import Level, MsgType
+
+log = structlog.get_logger("warnd.dispatch.worker")
+
+OUTAGE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+"""Errors of a Redis that is restarting or unreachable: wait and try again."""
+
+_T = TypeVar("_T")
+
+AckHook = Callable[[BatchRecord, list[int], dict[str, str]], Awaitable[None]]
+"""Called with the offsets of an acknowledgement batch that were sent."""
+AckLine = Callable[[BatchRecord, int, str], Awaitable[str]]
+"""The confirmation line appended for one recipient of an acknowledgement batch."""
+
+
+async def persist(op: Callable[[], Awaitable[_T]], what: str, *, within: float = 120.0) -> _T:
+    """Run ``op`` until Redis answers (a restart, a failover), for ``within`` seconds."""
+    deadline = time.monotonic() + within
+    pause = 0.1
+    while True:
+        try:
+            return await op()
+        except OUTAGE as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning(
+                "dispatch.redis_unavailable", during=what, error=str(exc) or type(exc).__name__
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+class ChannelWorker:
+    def __init__(
+        self,
+        channel: Channel,
+        store: DeliveryStore,
+        lanes: Lanes,
+        limiter: RateLimiter,
+        settings: DispatchSettings,
+        *,
+        on_ack_sent: AckHook | None = None,
+        ack_line: AckLine | None = None,
+    ) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.store = store
+        self.lanes = lanes
+        self.limiter = limiter
+        self.settings = settings
+        self.on_ack_sent = on_ack_sent
+        self.ack_line = ack_line
+        self.streams = [lanes.lane(self.name, p) for p in PRIORITIES]
+        self.slots = asyncio.Semaphore(settings.concurrency_for(self.name))
+        self.local: deque[Entry] = deque()
+        self.inflight: dict[str, Entry] = {}
+        self._batches: OrderedDict[tuple[str, int], BatchRecord] = OrderedDict()
+        self._messages: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._plans: dict[str, tuple[float, dict[str, str]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    # ------------------------------------------------------------ the loops
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and process entries until ``stop``; in-flight batches are finished."""
+        await persist(self._own_pending, "own pending entries")
+        helpers = [
+            asyncio.create_task(self._reclaim_loop(stop)),
+            asyncio.create_task(self._renew_loop(stop)),
+        ]
+        try:
+            while not stop.is_set():
+                await self.slots.acquire()
+                try:
+                    entry = await self._next(stop)
+                except OUTAGE as exc:
+                    self.slots.release()
+                    log.warning(
+                        "dispatch.redis_unavailable",
+                        during="read",
+                        channel=self.name,
+                        error=str(exc),
+                    )
+                    await _pause(stop, 0.5)
+                    continue
+                except RedisError as exc:
+                    self.slots.release()
+                    log.warning("dispatch.read_failed", channel=self.name, error=str(exc))
+                    self.lanes.forget_groups()
+                    await _pause(stop, 0.5)
+                    continue
+                if entry is None:
+                    self.slots.release()
+                    continue
+                self.inflight[entry.id] = entry
+                task = asyncio.create_task(self._process(entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=30)
+        finally:
+            for h in helpers:
+                h.cancel()
+            for h in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await h
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dispatch.worker_crashed", channel=self.name, error=repr(task.exception()))
+
+    async def _next(self, stop: asyncio.Event) -> Entry | None:
+        if self.local:
+            return self.local.popleft()
+        got = await self.lanes.read(self.streams, WORKERS, block_ms=500)
+        if not got:
+            return None
+        self.local.extend(got[1:])
+        return got[0]
+
+    async def _own_pending(self) -> None:
+        """Entries this consumer already held (a restart under the same name) come first."""
+        redis = self.lanes.redis
+        for stream in self.streams:
+            await self.lanes.ensure_group(stream, WORKERS)
+            rows = await redis.xpending_range(
+                stream, WORKERS, min="-", max="+", count=1000, consumername=self.lanes.consumer
+            )
+            ids: list[Any] = [r["message_id"] for r in rows]
+            if ids:
+                claimed = cast(
+                    list[tuple[str, dict[str, str]]],
+                    await redis.xclaim(stream, WORKERS, self.lanes.consumer, 0, ids),
+                )
+                self.local.extend(
+                    Entry(stream, eid, dict(f), reclaimed=True) for eid, f in claimed if f
+                )
+
+    async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        idle = int(self.settings.reclaim_idle * 1000)
+        while not stop.is_set():
+            await _pause(stop, min(self.settings.sweep_interval, self.settings.reclaim_idle / 2))
+            if len(self.local) > 10:
+                continue
+            try:
+                for stream in self.streams:
+                    found = await self.lanes.reclaim(stream, WORKERS, idle)
+                    for e in found:
+                        log.info(
+                            "dispatch.reclaimed",
+                            channel=self.name,
+                            entry=e.id,
+                            alert_id=e.fields.get("a"),
+                        )
+                    self.local.extend(found)
+                    await self.lanes.forget_dead_consumers(stream, WORKERS, idle * 10)
+            except RedisError as exc:
+                log.warning("dispatch.reclaim_failed", channel=self.name, error=str(exc))
+
+    async def _renew_loop(self, stop: asyncio.Event) -> None:
+        """Keep the entries being worked on from looking abandoned."""
+        idle = int(self.settings.reclaim_idle * 1000)
+        while not stop.is_set():
+            await _pause(stop, self.settings.reclaim_idle / 4)
+            by_stream: dict[str, list[str]] = {}
+            for e in list(self.inflight.values()):
+                by_stream.setdefault(e.stream, []).append(e.id)
+            try:
+                for stream, ids in by_stream.items():
+                    await self.lanes.renew(stream, WORKERS, ids, idle // 5)
+            except RedisError as exc:
+                log.warning("dispatch.renew_failed", channel=self.name, error=str(exc))
+
+    async def _process(self, entry: Entry) -> None:
+        try:
+            try:
+                await self.handle(entry)
+            except OUTAGE as exc:
+                # Nothing was sent (or it was recorded): try the entry again later.
+                log.warning(
+                    "dispatch.entry_deferred", channel=self.name, entry=entry.id, error=str(exc)
+                )
+                await asyncio.sleep(1.0)
+                self.local.append(entry)
+                return
+            await persist(lambda: self.lanes.done(entry, WORKERS), "acknowledge entry")
+        finally:
+            self.inflight.pop(entry.id, None)
+
+    # ------------------------------------------------------------ caches
+    async def _batch(self, aid: str, k: int) -> BatchRecord | None:
+        hit = self._batches.get((aid, k))
+        if hit is not None:
+            self._batches.move_to_end((aid, k))
+            return hit
+        got = (await self.store.batches(aid, [k])).get(k)
+        if got is not None:
+            self._batches[(aid, k)] = got
+            if len(self._batches) > 64:
+                self._batches.popitem(last=False)
+        return got
+
+    async def _message(self, aid: str, v: int) -> dict[str, Any]:
+        hit = self._messages.get((aid, v))
+        if hit is None:
+            hit = await self.store.message(aid, v) or {}
+            self._messages[(aid, v)] = hit
+            if len(self._messages) > 256:
+                self._messages.popitem(last=False)
+        return hit
+
+    async def _plan(self, aid: str) -> dict[str, str]:
+        hit = self._plans.get(aid)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        plan = await self.store.plan(aid)
+        self._plans[aid] = (time.monotonic() + 5.0, plan)
+        if len(self._plans) > 256:
+            self._plans.pop(next(iter(self._plans)))
+        return plan
+
+    # ------------------------------------------------------------ one entry
+    async def handle(self, entry: Entry) -> None:
+        aid = entry.fields.get("a", "")
+        try:
+            k = int(entry.fields.get("k", ""))
+        except ValueError:
+            log.error("dispatch.bad_entry", channel=self.name, entry=entry.id, fields=entry.fields)
+            return
+        raw = entry.fields.get("o", "")
+        offsets = [int(x) for x in raw.split(",") if x] if raw else None
+        batch = await self._batch(aid, k)
+        if batch is None:
+            log.error("dispatch.unknown_batch", channel=self.name, alert_id=aid, batch=k)
+            return
+        claim = await self.store.move(
+            batch,
+            offsets,
+            DeliveryState.QUEUED.code,
+            DeliveryState.SENDING,
+            claim=True,
+            reclaimed=entry.reclaimed,
+        )
+        if claim.to is not DeliveryState.SENDING:
+            if claim.offsets:
+                log.info(
+                    f"delivery.{claim.to.value}",
+                    channel=self.name,
+                    alert_id=aid,
+                    batch=k,
+                    deliveries=len(claim.offsets),
+                )
+            return
+        send = list(claim.offsets)
+        settled: list[Receipt] = []
+        if claim.stale:
+            more, settled = await self._reconcile(batch, claim.stale)
+            send += more
+        if not send and not settled:
+            return
+        receipts = settled
+        if send:
+            wait = await self.limiter.reserve(self.channel, len(send))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            plan = await self._plan(aid)
+            message = await self._message(aid, batch.variant)
+            receipts = receipts + await self._send(batch, send, message, plan)
+        await persist(lambda: self.record(batch, receipts), "record outcomes")
+
+    async def _reconcile(
+        self, batch: BatchRecord, offsets: list[int]
+    ) -> tuple[list[int], list[Receipt]]:
+        """Deliveries a dead consumer was sending: which to send now, which are settled."""
+        targets = [Target(batch.delivery_id(j), batch.addresses[j]) for j in offsets]
+        try:
+            answers = await self.channel.reconcile(targets)
+        except Exception as exc:  # a channel's query API failing must not lose the batch
+            log.warning("dispatch.reconcile_failed", channel=self.name, error=repr(exc))
+            answers = [
+                Receipt.uncertain(t.delivery_id, f"reconcile failed: {exc}") for t in targets
+            ]
+        by_id = {r.delivery_id: r for r in answers}
+        send: list[int] = []
+        settled: list[Receipt] = []
+        for j, t in zip(offsets, targets, strict=True):
+            r = by_id.get(t.delivery_id) or Receipt.uncertain(t.delivery_id, "not reconciled")
+            if r.outcome is Outcome.RETRY or (
+                r.outcome is Outcome.UNCERTAIN and self.channel.idempotent
+            ):
+                send.append(j)
+            else:
+                settled.append(r)
+        log.info(
+            "dispatch.reconciled",
+            channel=self.name,
+            alert_id=batch.alert_id,
+            batch=batch.index,
+            resend=len(send),
+            settled=len(settled),
+        )
+        return send, settled
+
+    def _batch_of(
+        self,
+        batch: BatchRecord,
+        targets: tuple[Target, ...],
+        message: dict[str, Any],
+        plan: dict[str, str],
+        text: str | None = None,
+    ) -> Batch:
+        level = plan.get("level") or ""
+        exp = int(plan.get("exp") or 0)
+        return Batch(
+            targets=targets,
+            text=text if text is not None else str(message.get("text", "")),
+            subject=str(message.get("subject") or ""),
+            html=message.get("html"),
+            lines=tuple(message.get("lines") or ()),
+            markdown=bool(message.get("markdown")),
+            level=Level(level) if level else None,
+            alert_id=batch.alert_id,
+            identifier=plan.get("identifier", ""),
+            msg_type=MsgType(plan.get("msg_type") or "Alert"),
+            expires=datetime.fromtimestamp(exp / 1000, UTC) if exp else None,
+            language=str(message.get("language") or "zh-Hans"),
+            shortened=bool(message.get("shortened")),
+        )
+
+    async def _send(
+        self,
+        batch: BatchRecord,
+        offsets: Sequence[int],
+        message: dict[str, Any],
+        plan: dict[str, str],
+    ) -> list[Receipt]:
+        targets = tuple(Target(batch.delivery_id(j), batch.addresses[j]) for j in offsets)
+        if batch.group and self.ack_line is not None:
+            # Each recipient gets its own confirmation code: one message each.
+            ack_line = self.ack_line
+            base_text = str(message.get("text", ""))
+
+            async def one(j: int, t: Target) -> list[Receipt]:
+                line = await ack_line(batch, j, str(message.get("language") or "zh-Hans"))
+                return await self._call(
+                    self._batch_of(batch, (t,), message, plan, base_text + line)
+                )
+
+            parts = await asyncio.gather(
+                *(one(j, t) for j, t in zip(offsets, targets, strict=True))
+            )
+            receipts = [r for p in parts for r in p]
+        else:
+            receipts = await self._call(self._batch_of(batch, targets, message, plan))
+        by_id = {r.delivery_id: r for r in receipts}
+        out = []
+        for t in targets:
+            r = by_id.get(t.delivery_id)
+            if r is None:
+                r = Receipt.uncertain(t.delivery_id, f"{self.name}: no receipt for this target")
+            out.append(r)
+        return out
+
+    async def _call(self, b: Batch) -> list[Receipt]:
+        try:
+            return await self.channel.send(b)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a channel fault must not lose the deliveries
+            log.error("dispatch.channel_error", channel=self.name, error=repr(exc))
+            err = f"{self.name}: {type(exc).__name__}: {exc}"
+            if self.channel.idempotent:
+                return [Receipt.retry(t.delivery_id, err, after=1.0) for t in b.targets]
+            return [Receipt.uncertain(t.delivery_id, err) for t in b.targets]
+
+    # ------------------------------------------------------------ outcomes
+    async def record(self, batch: BatchRecord, receipts: Sequence[Receipt]) -> None:
+        """Write each receipt's outcome; reschedule retries; dead-letter failures."""
+        offset_of = {batch.delivery_id(j): j for j in range(batch.size)}
+        groups: dict[tuple[Outcome, bool], list[tuple[int, Receipt]]] = {}
+        for r in receipts:
+            j = offset_of.get(r.delivery_id)
+            if j is not None:
+                groups.setdefault((r.outcome, r.counts_attempt), []).append((j, r))
+        all_sent = len(groups) == 1 and len(receipts) == batch.size
+        events: list[tuple[int, dict[str, Any]]] = []
+        for (outcome, counts), items in groups.items():
+            offsets = None if all_sent else [j for j, _ in items]
+            if outcome in (Outcome.SENT, Outcome.DELIVERED):
+                to = DeliveryState.SENT if outcome is Outcome.SENT else DeliveryState.DELIVERED
+                moved = await self.store.move(batch, offsets, "s", to, bump="1")
+                self.sent += len(moved.offsets)
+                await self._provider_ids(batch, items)
+                if batch.group and self.on_ack_sent is not None and moved.offsets:
+                    await self.on_ack_sent(batch, moved.offsets, {})
+            elif outcome is Outcome.FAILED:
+                moved = await self.store.move(batch, offsets, "s", DeliveryState.FAILED, bump="1")
+                done = set(moved.offsets)
+                for j, r in items:
+                    if j in done:
+                        events.append((batch.base + j, _event("failed", r)))
+                        await self._dead(batch, j, r.error or "failed", attempts=None)
+            elif outcome is Outcome.UNCERTAIN:
+                moved = await self.store.move(
+                    batch, offsets, "s", DeliveryState.UNCERTAIN, bump="1"
+                )
+                done = set(moved.offsets)
+                events += [(batch.base + j, _event("uncertain", r)) for j, r in items if j in done]
+            else:
+                await self._retry(batch, items, counts, events)
+        if events:
+            await self.store.add_events(batch.alert_id, events)
+
+    async def _retry(
+        self,
+        batch: BatchRecord,
+        items: list[tuple[int, Receipt]],
+        counts: bool,
+        events: list[tuple[int, dict[str, Any]]],
+    ) -> None:
+        moved = await self.store.move(
+            batch,
+            [j for j, _ in items],
+            "s",
+            DeliveryState.QUEUED,
+            bump="1" if counts else "",
+            want_attempts=True,
+        )
+        attempts = dict(zip(moved.offsets, moved.attempts, strict=True))
+        by_offset = dict(items)
+        limit = self.settings.attempts_for(self.name)
+        again: list[int] = []
+        dead: list[int] = []
+        for j in moved.offsets:
+            r = by_offset[j]
+            events.append((batch.base + j, _event("retry", r)))
+            (dead if counts and attempts[j] >= limit else again).append(j)
+        if dead:
+            gone = await self.store.move(batch, dead, "q", DeliveryState.FAILED)
+            for j in gone.offsets:
+                reason = f"{attempts[j]} attempts used up; last: {by_offset[j].error}"
+                events.append((batch.base + j, {"event": "failed", "error": reason}))
+                await self._dead(batch, j, reason, attempts=attempts[j])
+        if again:
+            after = max((by_offset[j].retry_after or 0.0) for j in again)
+            if counts:
+                n = max(attempts[j] for j in again)
+                backoff = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (n - 1))
+                delay = max(after, backoff / 2 + random.uniform(0, backoff / 2))  # noqa: S311
+            else:
+                delay = after * (1 + random.uniform(0, 0.1))  # noqa: S311 - jitter, not crypto
+            await self.lanes.later(
+                self.name,
+                batch.priority,
+                batch.alert_id,
+                batch.index,
+                ",".join(map(str, again)),
+                time.time() + delay,
+            )
+            log.info(
+                "delivery.retry_scheduled",
+                channel=self.name,
+                alert_id=batch.alert_id,
+                batch=batch.index,
+                deliveries=len(again),
+                after=round(delay, 2),
+                counted=counts,
+            )
+
+    async def _dead(self, batch: BatchRecord, j: int, reason: str, *, attempts: int | None) -> None:
+        fields = {
+            "delivery_id": batch.delivery_id(j),
+            "alert_id": batch.alert_id,
+            "channel": self.name,
+            "address": mask_address(batch.addresses[j]),
+            "reason": reason,
+        }
+        if attempts is not None:
+            fields["attempts"] = str(attempts)
+        await self.lanes.dead_letter(fields)
+        log.warning(
+            "delivery.failed", channel=self.name, delivery_id=batch.delivery_id(j), reason=reason
+        )
+
+    async def _provider_ids(self, batch: BatchRecord, items: list[tuple[int, Receipt]]) -> None:
+        if not self.channel.async_receipts:
+            return
+        ids: dict[Any, Any] = {r.provider_id: r.delivery_id for _, r in items if r.provider_id}
+        if ids:
+            day = time.strftime("%Y%m%d", time.gmtime())
+            key = self.store.keys.provider_ids(self.name, day)
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=ids)
+            pipe.expire(key, 3 * 86400)
+            await pipe.execute()
+
+
+def _event(name: str, r: Receipt) -> dict[str, Any]:
+    out: dict[str, Any] = {"event": name}
+    if r.error:
+        out["error"] = r.error
+    if r.provider_status:
+        out["status"] = r.provider_status
+    if r.retry_after is not None and name == "retry":
+        out["retry_after"] = r.retry_after
+        out["counted"] = r.counts_attempt
+    return out
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
