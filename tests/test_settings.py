@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from warnd.errors import ConfigError
-from warnd.settings import load_settings
+from warnd.settings import SHIPPED_ROOT, load_settings
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -18,7 +18,15 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert plain.http.port == 9000
     # Relative paths in config/*.toml resolve against the project directory.
     assert plain.data_dir == tmp_path / "var"
-    assert plain.taxonomy_file == tmp_path / "config" / "taxonomy.toml"
+    # warnd's own data files stay warnd's unless the file names others.
+    assert plain.taxonomy_file == SHIPPED_ROOT / "config" / "taxonomy.toml"
+    assert plain.render.templates_dir == SHIPPED_ROOT / "templates"
+    cfg.write_text('taxonomy_file = "tax.toml"\n[render]\ntemplates_dir = "tpl"\n')
+    own = load_settings(cfg, env={})
+    assert own.taxonomy_file == tmp_path / "tax.toml"
+    assert own.render.templates_dir == tmp_path / "tpl"
+    assert own.render.guidelines_file == SHIPPED_ROOT / "config" / "guidelines.toml"
+    cfg.write_text('data_dir = "var"\n[http]\nport = 9000\nhost = "127.0.0.1"\n')
 
     env = {
         "WARND_HTTP_HOST": "192.0.2.10",

@@ -59,6 +59,10 @@ async def _serve(settings: Settings) -> None:
         )
         print(f"warnd {__version__} listening on {', '.join(addresses)}", flush=True)
         print(f"  OpenAPI: {addresses[0]}/v1/openapi.json", flush=True)
+        for name, feed in sorted(settings.feeds.items()):
+            where = feed.public_url() or f"POST /v1/feeds/{name}"
+            state = "" if feed.enabled else " (disabled)"
+            print(f"  feed {name}: {feed.kind.value} {where}{state}", flush=True)
         if settings.demo.operator_token:
             token = await _demo_token(settings, svc)
             print(f"  demo operator token: {token}", flush=True)
@@ -114,7 +118,36 @@ def _check(settings: Settings) -> list[str]:
         schema_errors(b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'/>")
     except Exception as exc:  # report a broken install, do not crash on it
         problems.append(f"CAP schema cannot be loaded: {exc}")
+    try:
+        from warnd.plugins import channels_from_settings
+
+        channels_from_settings(settings)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    from warnd.feeds import check_feeds
+
+    try:
+        hazard_codes: set[str] | None = {h.code for h in Taxonomy.load(settings.taxonomy_file)}
+    except ConfigError:
+        hazard_codes = None  # already reported above
+    problems.extend(check_feeds(settings.feeds, hazard_codes))
+    with contextlib.suppress(ConfigError):  # a broken taxonomy is reported above
+        from warnd.subscriber_cli import check_config
+
+        problems.extend(check_config(settings, Taxonomy.load(settings.taxonomy_file)))
+    with contextlib.suppress(ConfigError):  # a broken taxonomy is reported above
+        problems.extend(_check_render(settings, Taxonomy.load(settings.taxonomy_file)))
     return problems
+
+
+def _check_render(settings: Settings, taxonomy: Any) -> list[str]:
+    """Broken or missing message templates and guideline gaps."""
+    from warnd.render import Renderer
+
+    try:
+        return Renderer.load(settings, taxonomy).check()
+    except ConfigError as exc:
+        return exc.problems
 
 
 # ------------------------------------------------------------------- send
@@ -239,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     revoke = with_config(tsub.add_parser("revoke", help="revoke a token by id or name"))
     revoke.add_argument("token", metavar="ID_OR_NAME")
+    from warnd import channel_cli
+
+    channel_cli.add_parser(sub, with_config)
+    from warnd import area_cli
+
+    area_cli.add_parser(sub, with_config)
+    from warnd import subscriber_cli
+
+    subscriber_cli.add_parser(sub, with_config)
     return parser
 
 
@@ -263,6 +305,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_send(settings, args))
         if args.command == "token":
             return asyncio.run(_token(settings, args))
+        if args.command == "channels":
+            from warnd import channel_cli
+
+            return asyncio.run(channel_cli.run(settings, args))
+        if args.command == "areas":
+            from warnd import area_cli
+
+            return asyncio.run(area_cli.run(settings, args))
+        if args.command == "subscribers":
+            from warnd import subscriber_cli
+
+            return asyncio.run(subscriber_cli.run(settings, args))
     except ConfigError as exc:
         for p in exc.problems:
             print(f"warnd: error: {p}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from warnd.adcodes import ADMIN_GEOCODE_NAMES
 from warnd.audit import Audit
 from warnd.auth import Principal, Role
 from warnd.errors import AlertInvalid, Conflict, FieldError, Forbidden, WarndError
@@ -26,7 +28,6 @@ from warnd.identifiers import alert_id
 from warnd.keys import Keys
 from warnd.model import Alert, MsgType
 from warnd.store import (
-    ADMIN_GEOCODE_NAMES,
     AlertQuery,
     AlertRecord,
     AlertState,
@@ -76,6 +77,9 @@ class Intake:
         self.audit = audit
         self.taxonomy = taxonomy
         self._keys = keys
+        self.on_accepted: list[Callable[[Accepted], Awaitable[None]]] = []
+        """Called with every newly recorded alert, after its chain is linked
+        (dispatch registers here, whatever the door the alert came through)."""
 
     # -------------------------------------------------------------- accept
 
@@ -172,7 +176,10 @@ class Intake:
         if changed and any(cid == new_id for cid, _ in changed):
             refreshed = await self.store.get(new_id)
             rec = refreshed or rec
-        return Accepted(rec, created=True, changed=changed)
+        result = Accepted(rec, created=True, changed=changed)
+        for hook in self.on_accepted:
+            await hook(result)
+        return result
 
     async def refuse(self, error: WarndError, *, source: str, body: bytes | None = None) -> None:
         """Audit a refused alert: who sent what, and why it was refused."""

@@ -53,3 +53,151 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
+
+    # ----------------------------------------------------------------- areas
+    @property
+    def areas(self) -> str:
+        """Hash: canonical area code → JSON record (name, source list)."""
+        return f"{self.prefix}:areas"
+
+    @property
+    def area_boundaries(self) -> str:
+        """Hash: canonical area code → ``<source datum>|<hex WKB, WGS-84 lon/lat>``."""
+        return f"{self.prefix}:areas:boundaries"
+
+    @property
+    def areas_version(self) -> str:
+        """Integer: bumped by every area import, so registries know to reload."""
+        return f"{self.prefix}:areas:version"
+
+    @property
+    def area_imports(self) -> str:
+        """List: JSON summary of each area import (file, format, datum, counts), newest first."""
+        return f"{self.prefix}:areas:imports"
+
+    @property
+    def area_import_digests(self) -> str:
+        """Hash: resolved path of a configured area file → SHA-256 last imported."""
+        return f"{self.prefix}:areas:digests"
+
+    # ----------------------------------------------------------- subscribers
+    def subscriber_bucket(self, bucket: int) -> str:
+        """Hash: subscriber id → packed record, for ids whose CRC-32 falls in ``bucket``."""
+        return f"{self.prefix}:sub:{bucket:03x}"
+
+    def subscribers_in_area(self, code: str) -> str:
+        """Sorted set: ids of the subscribers in a county (``code[:6]``; shorter codes
+        stand for themselves), scored by their area code padded to 12 digits."""
+        return f"{self.prefix}:subs:area:{code[:6]}"
+
+    def subscribers_in_group(self, key: str) -> str:
+        """Set: ids of the members of group ``key``."""
+        return f"{self.prefix}:subs:group:{key}"
+
+    @property
+    def subscriber_changes(self) -> str:
+        """Stream: ids touched by each subscriber write, for in-memory indexes."""
+        return f"{self.prefix}:subs:changes"
+
+    # -------------------------------------------------------------- channels
+    def channel_window(self, channel: str, scope: str) -> str:
+        """Sorted set: send times in a channel's rate window (one robot, one account)."""
+        return f"{self.prefix}:ch:{channel}:win:{scope}"
+
+    def sandbox_record(self, channel: str) -> str:
+        """Stream: every message the sandbox provider of ``channel`` was asked to send."""
+        return f"{self.prefix}:ch:{channel}:sandbox"
+
+    @property
+    def callback_receipts(self) -> str:
+        """Stream: asynchronous receipts as they arrived, before dispatch applies them."""
+        return f"{self.prefix}:receipts"
+
+    # ----------------------------------------------------------------- feeds
+    # One hash tag per feed: {f:<name>}.
+    def feed_state(self, name: str) -> str:
+        """Hash: a feed's health, counters, schedule and HTTP validators."""
+        return f"{self.prefix}:{{f:{name}}}:state"
+
+    def feed_lease(self, name: str) -> str:
+        """String: the id of the process polling this feed (expires unless renewed)."""
+        return f"{self.prefix}:{{f:{name}}}:lease"
+
+    def feed_seen(self, name: str) -> str:
+        """Sorted set: index entries already handled, scored by when last listed."""
+        return f"{self.prefix}:{{f:{name}}}:seen"
+
+    def feed_attempts(self, name: str) -> str:
+        """Hash: failed fetches per index entry, so a dead link is quarantined."""
+        return f"{self.prefix}:{{f:{name}}}:attempts"
+
+    def feed_rejects(self, name: str) -> str:
+        """List: quarantined items, newest first (bounded)."""
+        return f"{self.prefix}:{{f:{name}}}:rejects"
+
+    def feed_reject_digests(self, name: str) -> str:
+        """Set: SHA-256 of quarantined bodies, so one broken item counts once."""
+        return f"{self.prefix}:{{f:{name}}}:rejected"
+
+    def cma_active(self, sender: str) -> str:
+        """Hash: (area, hazard) → the current met signal of one sender, for 解除."""
+        return f"{self.prefix}:cma:{sender}:active"
+
+    # -------------------------------------------------------------- dispatch
+    # Queues shared by every alert carry the hash tag {d}, so the scripts that
+    # move work between them touch one slot; per-alert delivery state lives
+    # under the alert's own tag {a:<id>}.
+    def dispatch_lane(self, channel: str, priority: str) -> str:
+        """Stream: batches of deliveries waiting for a channel (``hi`` or ``lo`` lane)."""
+        return f"{self.prefix}:{{d}}:lane:{channel}:{priority}"
+
+    @property
+    def dispatch_accepted(self) -> str:
+        """Stream: alerts accepted by ingest, waiting to be planned."""
+        return f"{self.prefix}:{{d}}:accepted"
+
+    @property
+    def dispatch_delayed(self) -> str:
+        """Sorted set: lane entries waiting for their retry time (score: due, epoch s)."""
+        return f"{self.prefix}:{{d}}:delayed"
+
+    @property
+    def dispatch_dead(self) -> str:
+        """Stream: deliveries that failed for good, with the reason (dead letters)."""
+        return f"{self.prefix}:{{d}}:dead"
+
+    @property
+    def dispatch_plans(self) -> str:
+        """Sorted set: alerts with open deliveries, scored by expiry (epoch s)."""
+        return f"{self.prefix}:{{d}}:plans"
+
+    @property
+    def dispatch_ack_due(self) -> str:
+        """Sorted set: delivery ids awaiting acknowledgement, scored by deadline."""
+        return f"{self.prefix}:{{d}}:ackdue"
+
+    @property
+    def dispatch_secret(self) -> str:
+        """String: the key acknowledgement tokens are derived with."""
+        return f"{self.prefix}:{{d}}:secret"
+
+    def rate_bucket(self, channel: str) -> str:
+        """Hash: a channel's token bucket shared by every process."""
+        return f"{self.prefix}:ch:{channel}:bucket"
+
+    def ack_token(self, token: str) -> str:
+        """String: the delivery id an acknowledgement token confirms."""
+        return f"{self.prefix}:ack:{token}"
+
+    def provider_ids(self, channel: str, day: str) -> str:
+        """Hash: a provider's message id → delivery id (receipts naming only the former)."""
+        return f"{self.prefix}:ch:{channel}:pid:{day}"
+
+    @property
+    def receipts_unmatched(self) -> str:
+        """Stream: receipts naming no known delivery, or repeating one already applied."""
+        return f"{self.prefix}:receipts:unmatched"
+
+    def deliveries(self, alert_id: str, part: str) -> str:
+        """One part of an alert's delivery records (see warnd/dispatch/store.py)."""
+        return f"{self.prefix}:{{a:{alert_id}}}:d:{part}"

@@ -28,9 +28,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from warnd.dispatch.config import DispatchSettings
 from warnd.errors import ConfigError
+from warnd.feeds.config import FeedName, FeedSettings, resolve_paths
+from warnd.groups import GroupSettings
 
 DEFAULT_CONFIG = Path("config/warnd.toml")
+
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent
+"""Where warnd's own data (taxonomy, guidelines, templates) lives in a checkout."""
 
 
 class _Section(BaseModel):
@@ -72,6 +78,36 @@ class DemoSettings(_Section):
     token_areas: list[str] = Field(default_factory=list)
 
 
+class AreaSettings(_Section):
+    """The area registry (see warnd/areas.py and warnd/area_import.py)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    import_files: list[Path] = Field(default_factory=list, alias="import")
+    """Code lists and boundary files imported at start (skipped when unchanged
+    since their last import); the datum of GeoJSON is detected as for
+    ``warnd areas import``."""
+    reload_seconds: float = Field(default=30.0, gt=0)
+    """How often a running warnd checks whether areas were imported and reloads."""
+
+
+class RenderSettings(_Section):
+    """Message rendering (see warnd/render.py and templates/README.md)."""
+
+    templates_dir: Path = Path("templates")
+    """jinja2 templates: ``<channel>/<hazard>/<level>.<language>[.part].j2``."""
+    guidelines_file: Path = Path("config/guidelines.toml")
+    """The shipped 防御指南 table, per hazard × level × language."""
+    guidelines_override: Path | None = None
+    """This office's own guideline texts; each entry replaces the shipped one."""
+    full_text_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Where the full text of an alert is read ("read more" links of shortened
+    messages): ``{id}`` (warnd's alert id) and ``{identifier}`` are filled in,
+    else the alert id is appended."""
+    timezone: str = "Asia/Shanghai"
+    """Times in messages are written in this zone (Beijing time by default)."""
+
+
 class Settings(_Section):
     data_dir: Path = Path("var")
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -81,6 +117,21 @@ class Settings(_Section):
     taxonomy_file: Path = Path("config/taxonomy.toml")
     demo: DemoSettings = Field(default_factory=DemoSettings)
     expiry_sweep_seconds: float = Field(default=30.0, gt=0)
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    areas: AreaSettings = Field(default_factory=AreaSettings)
+    groups: dict[str, GroupSettings] = Field(default_factory=dict)
+    """Subscriber groups, one ``[groups.<key>]`` table each, in priority order
+    (see warnd/groups.py); checked against the taxonomy at start."""
+    feeds: dict[FeedName, FeedSettings] = Field(default_factory=dict)
+    """Upstream warning feeds, one ``[feeds.<name>]`` table each (see warnd/feeds/)."""
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Channel plugins, one ``[channels.<name>]`` table each: ``provider`` plus its
+    options; validated by the plugin's config model (see warnd/plugins.py)."""
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    """Fan-out: workers, retries, crash recovery, dissemination policy (warnd/dispatch/)."""
+    receipts_url: str | None = Field(default=None, pattern=r"^https?://")
+    """warnd's receipts endpoint as gateways reach it (``http://host:8640/v1/receipts``);
+    default: built from ``[http]``."""
 
     config_path: Path | None = Field(default=None, exclude=True)
 
@@ -136,7 +187,21 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     base = _base_dir(config_path) if config_path.exists() else Path.cwd()
     if not settings.data_dir.is_absolute() and "WARND_DATA_DIR" not in env:
         settings.data_dir = base / settings.data_dir
-    if not settings.taxonomy_file.is_absolute():
-        settings.taxonomy_file = base / settings.taxonomy_file
+
+    # Paths the file names are relative to it; the shipped data files that
+    # it leaves at their defaults are warnd's own, wherever the file lives.
+    def place(section: BaseModel, name: str) -> None:
+        value = getattr(section, name)
+        if value is not None and not value.is_absolute():
+            root = base if name in section.model_fields_set else SHIPPED_ROOT
+            setattr(section, name, root / value)
+
+    place(settings, "taxonomy_file")
+    for name in ("templates_dir", "guidelines_file", "guidelines_override"):
+        place(settings.render, name)
+    settings.areas.import_files = [
+        p if p.is_absolute() else base / p for p in settings.areas.import_files
+    ]
+    resolve_paths(settings.feeds, base)
     settings.config_path = config_path if config_path.exists() else None
     return settings

@@ -20,13 +20,9 @@ from typing import Any, cast
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from warnd.adcodes import ADMIN_GEOCODE_NAMES
 from warnd.keys import Keys
 from warnd.model import Alert, Level, MsgType
-
-ADMIN_GEOCODE_NAMES = frozenset(
-    {"gb/t 2260", "gb/t2260", "gb2260", "adcode", "admin_code", "行政区划代码", "统计用区划代码"}
-)
-"""Geocode valueNames whose values are Chinese administrative codes."""
 
 
 def admin_codes(alert: Alert) -> list[str]:

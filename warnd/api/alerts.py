@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -10,8 +9,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
+from warnd.api.bodies import parse_alert_body as _parse_body
+from warnd.api.bodies import parse_json as _json
 from warnd.api.context import SERVICES, Services, principal_of, read_body
-from warnd.api.routes import CAP_TYPES, Param, Response, route
+from warnd.api.routes import Param, Response, route
 from warnd.api.schemas import (
     AlertAccepted,
     AlertLinks,
@@ -21,12 +22,11 @@ from warnd.api.schemas import (
     CancelBody,
 )
 from warnd.auth import Principal, Role
-from warnd.cap import parse_cap, to_cap_xml
+from warnd.cap import to_cap_xml
 from warnd.errors import (
     AlertInvalid,
     BadRequest,
     FieldError,
-    MalformedDocument,
     NotFound,
     UnsupportedMediaType,
     WarndError,
@@ -75,39 +75,6 @@ def _accepted_response(acc: Accepted) -> web.Response:
 
 def _media_type(request: web.Request) -> str:
     return request.content_type.lower()
-
-
-async def _parse_body(request: web.Request, svc: Services, body: bytes) -> tuple[Alert, list[str]]:
-    ctype = _media_type(request)
-    if ctype in CAP_TYPES:
-        parsed = parse_cap(body, max_bytes=svc.settings.http.max_body_bytes)
-        return parsed.alert, list(parsed.warnings)
-    if ctype == "application/json":
-        alert = await alert_from_json(
-            _json(body),
-            issuer=svc.settings.issuer,
-            taxonomy=svc.taxonomy,
-            next_seq=svc.next_identifier_seq,
-        )
-        return alert, []
-    raise UnsupportedMediaType(
-        f"Content-Type {request.content_type!r} is not accepted: send CAP as"
-        " application/cap+xml (or application/xml) or an alert as application/json"
-    )
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise MalformedDocument(
-            "the body is not UTF-8 JSON", errors=[FieldError(loc="/", msg=str(exc))]
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise MalformedDocument(
-            "the body is not valid JSON",
-            errors=[FieldError(loc="/", msg=exc.msg, line=exc.lineno)],
-        ) from None
 
 
 async def _submit(request: web.Request, build: Any = None) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from aiohttp import web
@@ -18,11 +18,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from warnd.api import alerts as _alerts  # noqa: F401 - registers the alert routes
+from warnd.api import deliveries as _deliveries  # noqa: F401 - registers its routes
+from warnd.api.areas import setup_areas
 from warnd.api.context import PRINCIPAL, SERVICES, Services, principal_of
+from warnd.api.feeds import setup_feeds
 from warnd.api.problems import Handler, problem_middleware
+from warnd.api.receipts import setup_channels
 from warnd.api.routes import Param, Response, openapi_document, route, setup_routes, spec_for
 from warnd.api.schemas import AuditPage, Health
+from warnd.api.subscribers import setup_subscribers
 from warnd.auth import Role
+from warnd.channel import Channel
+from warnd.dispatch.service import setup_dispatch
 from warnd.errors import BadRequest, Unauthorized
 from warnd.redis_server import open_redis
 from warnd.settings import Settings
@@ -149,10 +156,16 @@ def _is_stream_id(text: str) -> bool:
 
 
 def create_app(
-    settings: Settings, *, redis: Redis | None = None, taxonomy: Taxonomy | None = None
+    settings: Settings,
+    *,
+    redis: Redis | None = None,
+    taxonomy: Taxonomy | None = None,
+    channels: Mapping[str, Channel] | None = None,
+    poll_feeds: bool = True,
 ) -> web.Application:
     """Build the application. With ``redis`` given (tests, embedding), use it;
-    otherwise connect as configured (starting the embedded server if needed)."""
+    otherwise connect as configured (starting the embedded server if needed).
+    ``poll_feeds=False`` builds the feeds without starting their polling tasks."""
     app = web.Application(middlewares=[problem_middleware, auth_middleware])
     app[SETTINGS] = settings
     app[OPENAPI] = openapi_document()
@@ -183,6 +196,11 @@ def create_app(
 
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(sweeper_ctx)
+    setup_channels(app, settings, channels=channels)
+    setup_areas(app, settings)  # after services_ctx: loads the area registry
+    setup_subscribers(app, settings)  # loads the subscriber index; registers routes
+    setup_feeds(app, poll=poll_feeds)  # after services_ctx: feed pollers and push
+    setup_dispatch(app, settings)  # after channels, areas, subscribers: fan-out
     setup_routes(app)
     return app
 

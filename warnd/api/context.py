@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.asyncio import Redis
 
+from warnd.areas import AreaRegistry
 from warnd.audit import Audit
 from warnd.auth import Principal, TokenStore
 from warnd.errors import PayloadTooLarge, Unauthorized
+from warnd.groups import GroupTable
 from warnd.ingest import Intake
 from warnd.keys import Keys
+from warnd.match import Matcher
 from warnd.settings import Settings
 from warnd.store import AlertStore
+from warnd.subscribers import SubscriberStore
 from warnd.taxonomy import Taxonomy
 
 
@@ -29,12 +33,20 @@ class Services:
     tokens: TokenStore
     audit: Audit
     intake: Intake
+    areas: AreaRegistry
+    """Administrative areas; empty until the ``areas`` cleanup_ctx entry loads it."""
+    subscribers: SubscriberStore
+    matcher: Matcher
+    """The in-memory subscriber index; loaded by the ``subscribers`` cleanup_ctx entry."""
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis, taxonomy: Taxonomy) -> Services:
         keys = Keys(settings.redis.key_prefix)
         store = AlertStore(redis, keys)
         audit = Audit(redis, keys)
+        areas = AreaRegistry(redis, keys)
+        subscribers = SubscriberStore(redis, keys)
+        groups = GroupTable.build(settings.groups, taxonomy)
         return cls(
             settings=settings,
             redis=redis,
@@ -44,6 +56,9 @@ class Services:
             tokens=TokenStore(redis, keys, audit),
             audit=audit,
             intake=Intake(redis, store, audit, taxonomy, keys),
+            areas=areas,
+            subscribers=subscribers,
+            matcher=Matcher(subscribers, areas, groups),
         )
 
     async def next_identifier_seq(self, stamp: str) -> int:
