@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from warnd.api.context import SERVICES
 from warnd.auth import Role
 from warnd.redis_server import EmbeddedRedis, find_redis_server, redis_client
 from warnd.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _collect_cut_clients() -> Iterator[None]:
+    """Collect the clients the restart orphaned while this test's filters apply."""
+    yield
+    gc.collect()
 
 
 # A Redis restart cuts connections out from under redis-py; a pipeline it was
