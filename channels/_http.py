@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from warnd.channel import ChannelConfig, Receipt, Target
+from warnd.channel import Channel, ChannelConfig, ChannelHealth, Receipt, Target
 
 T = TypeVar("T")
 
@@ -26,6 +26,24 @@ def new_session(config: ChannelConfig) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=config.max_connections),
         raise_for_status=False,
     )
+
+
+class HttpChannel(Channel):
+    """A channel that speaks HTTP through one pooled session per instance."""
+
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = new_session(self.config)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def health(self) -> ChannelHealth:
+        return ChannelHealth(self._session is not None, "" if self._session else "not started")
 
 
 def retry_after(headers: Mapping[str, str], default: float) -> float:

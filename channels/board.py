@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Literal, cast
 
-import aiohttp
 import aiomqtt
 import structlog
 from pydantic import Field, SecretStr
@@ -50,7 +49,13 @@ from warnd.channel import (
 from warnd.limits import LengthUnit, MessageLimits
 from warnd.model import Level, MsgType
 
-from ._http import TRANSPORT_ERRORS, gather_limited, new_session, retry_after, transport_receipts
+from ._http import (
+    TRANSPORT_ERRORS,
+    HttpChannel,
+    gather_limited,
+    retry_after,
+    transport_receipts,
+)
 
 log = structlog.get_logger("warnd.channels.board")
 
@@ -300,7 +305,7 @@ class HttpBoardConfig(BoardConfig):
     auth_value: SecretStr | None = None
 
 
-class HttpBoard(Channel):
+class HttpBoard(HttpChannel):
     name = "board"
     provider = "http"
     Config: ClassVar[type[ChannelConfig]] = HttpBoardConfig
@@ -313,19 +318,6 @@ class HttpBoard(Channel):
         super().__init__(config, context)
         self.cfg = cast(HttpBoardConfig, config)
         self.limits = _limits(self.cfg)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.config)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def health(self) -> ChannelHealth:
-        return ChannelHealth(self._session is not None, "" if self._session else "not started")
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits

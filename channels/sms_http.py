@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-import aiohttp
 import structlog
 from pydantic import Field, SecretStr
 
@@ -28,10 +27,8 @@ from warnd.channel import (
     Batch,
     CallbackReceipt,
     CallbackState,
-    Channel,
     ChannelConfig,
     ChannelContext,
-    ChannelHealth,
     RateLimit,
     Receipt,
     Target,
@@ -42,8 +39,8 @@ from warnd.model import Level
 
 from ._http import (
     TRANSPORT_ERRORS,
+    HttpChannel,
     gather_limited,
-    new_session,
     retry_after,
     transport_receipts,
 )
@@ -99,7 +96,7 @@ def _get(doc: Any, path: str) -> Any:
     return doc
 
 
-class HttpSms(Channel):
+class HttpSms(HttpChannel):
     name = "sms"
     provider = "http"
     Config: ClassVar[type[ChannelConfig]] = HttpSmsConfig
@@ -115,22 +112,9 @@ class HttpSms(Channel):
         self.limits = limits_for(self.cfg)
         if config.batch_size is None:
             self.batch_size = self.cfg.numbers_per_request
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.config)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
-
-    async def health(self) -> ChannelHealth:
-        return ChannelHealth(self._session is not None, "" if self._session else "not started")
 
     # ---------------------------------------------------------------- send
     async def send(self, batch: Batch) -> list[Receipt]:

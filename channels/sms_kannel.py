@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
-import aiohttp
 import structlog
 from pydantic import Field, SecretStr
 
@@ -21,7 +20,6 @@ from warnd.channel import (
     Batch,
     CallbackReceipt,
     CallbackState,
-    Channel,
     ChannelConfig,
     ChannelContext,
     ChannelHealth,
@@ -34,7 +32,7 @@ from warnd.errors import BadRequest
 from warnd.limits import MessageLimits
 from warnd.model import Level
 
-from ._http import TRANSPORT_ERRORS, gather_limited, new_session, transport_receipts
+from ._http import TRANSPORT_ERRORS, HttpChannel, gather_limited, transport_receipts
 from ._sms import SMS_LIMITS, SmsConfig, limits_for, valid_number
 
 if TYPE_CHECKING:
@@ -69,7 +67,7 @@ class KannelConfig(SmsConfig):
     rate_count: int | None = Field(default=None, ge=1)
 
 
-class KannelSms(Channel):
+class KannelSms(HttpChannel):
     name = "sms"
     provider = "kannel"
     Config: ClassVar[type[ChannelConfig]] = KannelConfig
@@ -83,16 +81,6 @@ class KannelSms(Channel):
         super().__init__(config, context)
         self.cfg = cast(KannelConfig, config)
         self.limits = limits_for(self.cfg)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.config)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits

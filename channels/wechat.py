@@ -22,16 +22,13 @@ import json
 import re
 from typing import Any, ClassVar, Literal, cast
 
-import aiohttp
 import structlog
 from pydantic import Field, model_validator
 
 from warnd.channel import (
     Batch,
-    Channel,
     ChannelConfig,
     ChannelContext,
-    ChannelHealth,
     RateLimit,
     Receipt,
     Target,
@@ -42,7 +39,7 @@ from warnd.limits import LengthUnit, MessageLimits
 from warnd.model import Level
 from warnd.ratewindow import RateWindow
 
-from ._http import TRANSPORT_ERRORS, gather_limited, new_session, transport_receipts
+from ._http import TRANSPORT_ERRORS, HttpChannel, gather_limited, transport_receipts
 
 log = structlog.get_logger("warnd.channels.wechat")
 
@@ -83,7 +80,7 @@ class WeChatConfig(ChannelConfig):
         return self
 
 
-class WeChatChannel(Channel):
+class WeChatChannel(HttpChannel):
     name = "wechat"
     provider = "robot"
     Config: ClassVar[type[ChannelConfig]] = WeChatConfig
@@ -99,19 +96,6 @@ class WeChatChannel(Channel):
         self.rate = RateLimit(self.cfg.window_count, self.cfg.window_seconds, scope="address")
         self.window = RateWindow(self.cfg.window_count, self.cfg.window_seconds, self.context.redis)
         self._keys = self.context.keys or Keys()
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.config)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def health(self) -> ChannelHealth:
-        return ChannelHealth(self._session is not None, "" if self._session else "not started")
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         if level is not None and level.value in self.cfg.markdown_levels:
