@@ -11,16 +11,26 @@ import asyncio
 import gzip
 import hashlib
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from warnd.api.app import create_app
+from warnd.feeds.poller import FEEDS, FeedHub, PollResult
+from warnd.settings import Settings
+from warnd.taxonomy import Taxonomy
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
 CAP = DATA / "cap"
 CMA = DATA / "cma"
 
@@ -153,3 +163,51 @@ def rss(*items: tuple[str, str, str]) -> bytes:
         )
     parts.append("</channel></rss>")
     return "\n".join(parts).encode()
+
+
+# ------------------------------------------------------------------ fixtures
+# Shared by the feed tests; registered in conftest.py through pytest_plugins.
+
+StartWarnd = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture(scope="module")
+def taxonomy() -> Taxonomy:
+    return Taxonomy.load(REPO / "config" / "taxonomy.toml")
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    up = Upstream()
+    await up.start()
+    try:
+        yield up
+    finally:
+        await up.close()
+
+
+@pytest.fixture
+async def start_warnd(
+    redis: Redis, make_settings: Callable[..., Settings], taxonomy: Taxonomy
+) -> AsyncIterator[StartWarnd]:
+    """Start a warnd app (feeds not polling by themselves); stopped at the end."""
+    async with AsyncExitStack() as stack:
+
+        async def start(feeds: dict[str, Any], *, poll: bool = False) -> TestClient[Any, Any]:
+            app = create_app(
+                make_settings(feeds=feeds), redis=redis, taxonomy=taxonomy, poll_feeds=poll
+            )
+            client: TestClient[Any, Any] = TestClient(TestServer(app))
+            await client.start_server()
+            stack.push_async_callback(client.close)
+            return client
+
+        yield start
+
+
+def hub(client: TestClient[Any, Any]) -> FeedHub:
+    return client.app[FEEDS]
+
+
+async def poll(client: TestClient[Any, Any], name: str) -> PollResult:
+    return await hub(client).poller(name).poll_once()

@@ -30,21 +30,6 @@ PUSH_TOKEN = "push-secret-for-tests-0123456789"
 CAP_XML = {"Content-Type": "application/cap+xml"}
 
 
-@pytest.fixture(scope="module")
-def taxonomy() -> Taxonomy:
-    return Taxonomy.load(REPO / "config" / "taxonomy.toml")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    await up.start()
-    try:
-        yield up
-    finally:
-        await up.close()
-
-
 @pytest.fixture
 async def client(
     redis: Redis,

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import gzip
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from feedkit import CAP, Upstream, atom, rss
+from feedkit import CAP, StartWarnd, Upstream, atom, hub, poll, rss
 from redis.asyncio import Redis
 
-from warnd.api.app import create_app
-from warnd.feeds.poller import FEEDS, FeedHub, PollResult, backoff_delay
+from warnd.feeds.poller import FEEDS, backoff_delay
 from warnd.identifiers import alert_id
 from warnd.keys import Keys
-from warnd.settings import Settings
 from warnd.store import AlertState, AlertStore
-from warnd.taxonomy import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 RAIN = [CAP / "zh" / f"tw-cwa-heavy-rain-{n}.xml" for n in ("1-alert", "2-update", "3-update")]
@@ -30,50 +24,6 @@ RAIN_IDS = [
     for t in ("1405001", "1445001", "1705001", "2105001")
 ]
 CWA = ["weather@cwa.gov.tw"]
-
-StartWarnd = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture(scope="module")
-def taxonomy() -> Taxonomy:
-    return Taxonomy.load(REPO / "config" / "taxonomy.toml")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    await up.start()
-    try:
-        yield up
-    finally:
-        await up.close()
-
-
-@pytest.fixture
-async def start_warnd(
-    redis: Redis, make_settings: Callable[..., Settings], taxonomy: Taxonomy
-) -> AsyncIterator[StartWarnd]:
-    """Start a warnd app (feeds not polling by themselves); stopped at the end."""
-    async with AsyncExitStack() as stack:
-
-        async def start(feeds: dict[str, Any], *, poll: bool = False) -> TestClient[Any, Any]:
-            app = create_app(
-                make_settings(feeds=feeds), redis=redis, taxonomy=taxonomy, poll_feeds=poll
-            )
-            client: TestClient[Any, Any] = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            return client
-
-        yield start
-
-
-def hub(client: TestClient[Any, Any]) -> FeedHub:
-    return client.app[FEEDS]
-
-
-async def poll(client: TestClient[Any, Any], name: str) -> PollResult:
-    return await hub(client).poller(name).poll_once()
 
 
 def feed(url: str, kind: str = "cap-index", **kw: Any) -> dict[str, Any]:

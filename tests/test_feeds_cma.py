@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from feedkit import CMA, Upstream
+from feedkit import CMA, StartWarnd, Upstream, hub, poll
 from redis.asyncio import Redis
 
-from warnd.api.app import create_app
 from warnd.feeds.cma import split_guide
-from warnd.feeds.poller import FEEDS, FeedHub, PollResult
 from warnd.identifiers import alert_id
 from warnd.keys import Keys
 from warnd.model import MsgType
-from warnd.settings import Settings
 from warnd.store import AlertState, AlertStore
 from warnd.taxonomy import Taxonomy
 
@@ -31,49 +24,6 @@ XML_SNAPSHOT = CMA / "weathercomcn-alarminfo-20190309.xml"
 SENDER = "alarm.weather.com.cn"
 # 贵阳市 (areaId 1012601), 暴雨 (02) 蓝色 (01), issued 2019-04-28 06:00:00.
 GUIYANG_RAIN = "1012601-0201-20190428060000"
-
-StartWarnd = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-@pytest.fixture(scope="module")
-def taxonomy() -> Taxonomy:
-    return Taxonomy.load(REPO / "config" / "taxonomy.toml")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    await up.start()
-    try:
-        yield up
-    finally:
-        await up.close()
-
-
-@pytest.fixture
-async def start_warnd(
-    redis: Redis, make_settings: Callable[..., Settings], taxonomy: Taxonomy
-) -> AsyncIterator[StartWarnd]:
-    async with AsyncExitStack() as stack:
-
-        async def start(feeds: dict[str, Any]) -> TestClient[Any, Any]:
-            app = create_app(
-                make_settings(feeds=feeds), redis=redis, taxonomy=taxonomy, poll_feeds=False
-            )
-            client: TestClient[Any, Any] = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            return client
-
-        yield start
-
-
-def hub(client: TestClient[Any, Any]) -> FeedHub:
-    return client.app[FEEDS]
-
-
-async def poll(client: TestClient[Any, Any], name: str) -> PollResult:
-    return await hub(client).poller(name).poll_once()
 
 
 def met(url: str, kind: str = "cma-json", **kw: Any) -> dict[str, Any]:

@@ -9,11 +9,10 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from feedkit import CAP, Upstream, until
 from redis.asyncio import Redis
@@ -31,21 +30,6 @@ RAIN_1 = CAP / "zh" / "tw-cwa-heavy-rain-1-alert.xml"
 INTERVAL = 0.4
 # The schedule never polls early; allow for the resolution of the clocks.
 SLACK = 0.05
-
-
-@pytest.fixture(scope="module")
-def taxonomy() -> Taxonomy:
-    return Taxonomy.load(REPO / "config" / "taxonomy.toml")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = Upstream()
-    await up.start()
-    try:
-        yield up
-    finally:
-        await up.close()
 
 
 def cap_feed(url: str, **kw: Any) -> dict[str, Any]:
