@@ -1,6 +1,6 @@
 """Dispatch throughput and latency through the sandbox channel.
 
-    .venv/bin/python bench/dispatch.py [--recipients 1000000] [--runs 3] [--small 20]
+    .venv/bin/python bench/dispatch.py [--recipients 1000000] [--runs 3] [--small 20] [--keep DIR]
 
 One warnd process (planner and workers in the same event loop) on a
 private redis-server, the ``sms`` channel through the sandbox (batches of
@@ -11,6 +11,9 @@ private redis-server, the ``sms`` channel through the sandbox (batches of
 * p50/p99 of acceptance → first send over ``--small`` alerts of 1,000
   recipients each, sent one after another;
 * Redis memory per delivery (``used_memory`` after the fan-out minus before).
+
+``--keep DIR`` keeps the Redis data (AOF) in ``DIR``: a second run reuses the
+subscribers loaded by the first instead of loading them again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from warnd.auth import Principal, Role
 from warnd.dispatch.states import DeliveryState
 from warnd.dispatch.store import DeliveryStore
 from warnd.jsonform import alert_from_json
+from warnd.keys import Keys
 from warnd.logs import configure
 from warnd.redis_server import EmbeddedRedis, find_redis_server, redis_client
 from warnd.settings import Settings
@@ -45,15 +49,12 @@ ADMIN = REPO.parent / "shared" / "data" / "admin"
 
 async def villages(redis: Any) -> list[str]:
     from warnd.areas import AreaLevel, AreaRegistry
-    from warnd.keys import Keys
 
     reg = await AreaRegistry.load(redis, Keys())
     return sorted(a.code for a in reg.with_prefix("3717") if a.level is AreaLevel.VILLAGE)
 
 
 async def load_subscribers(redis: Any, n: int, codes: list[str]) -> None:
-    from warnd.keys import Keys
-
     store = SubscriberStore(redis, Keys())
     started = time.perf_counter()
     for lo in range(0, n, 20_000):
@@ -125,12 +126,16 @@ async def dispatch_one(
         "deliveries": float(plan["deliveries"]),
         "first": (int(plan["first_sent"]) - accepted) / 1000,
         "last": (int(plan["last_sent"]) - accepted) / 1000,
+        "start": (int(plan["t0"]) - accepted) / 1000,
+        "planned": (int(plan["planned_ms"]) - accepted) / 1000,
     }
 
 
 async def main(args: argparse.Namespace) -> None:
     configure(args.log, "console")
-    tmp = Path(tempfile.mkdtemp(prefix="warnd-bench-"))
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="warnd-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    run_tag = str(int(time.time()))  # fresh alert identifiers when the data is kept
     import socket
 
     with socket.socket() as s:
@@ -179,10 +184,13 @@ async def main(args: argparse.Namespace) -> None:
         codes = await villages(redis)
         await runner.cleanup()
         small_codes = [c for c in codes if c.startswith("371721")]
-        await load_subscribers(
-            redis, args.recipients, [c for c in codes if not c.startswith("371721")] or codes
-        )
-        await load_subscribers_small(redis, small_codes, args.recipients)
+        if await SubscriberStore(redis, Keys()).count() == args.recipients + 1000:
+            print(f"  reusing {args.recipients:,} subscribers kept in {tmp}", flush=True)
+        else:
+            await load_subscribers(
+                redis, args.recipients, [c for c in codes if not c.startswith("371721")] or codes
+            )
+            await load_subscribers_small(redis, small_codes, args.recipients)
         app = create_app(settings, redis=redis, poll_feeds=False)
         runner = web.AppRunner(app)
         await runner.setup()
@@ -195,35 +203,43 @@ async def main(args: argparse.Namespace) -> None:
         )
         firsts: list[float] = []
         lasts: list[float] = []
+        starts: list[float] = []
         for i in range(args.small):
-            r = await dispatch_one(svc, store, "371721", 1000, f"bench-small-{i}")
+            r = await dispatch_one(svc, store, "371721", 1000, f"bench-small-{run_tag}-{i}")
             firsts.append(r["first"])
             lasts.append(r["last"])
-        print(
-            f"  {args.small} alerts x {int(r['deliveries']):,} recipients: accepted -> first send "
-            f"p50 {_ms(statistics.median(firsts))} p99 {_ms(_p99(firsts))}; -> last send "
-            f"p50 {_ms(statistics.median(lasts))} p99 {_ms(_p99(lasts))}",
-            flush=True,
-        )
+            starts.append(r["start"])
+        if args.small:
+            print(
+                f"  {args.small} alerts x {int(r['deliveries']):,} recipients: accepted -> "
+                f"first send p50 {_ms(statistics.median(firsts))} p99 {_ms(_p99(firsts))}; "
+                f"-> last send p50 {_ms(statistics.median(lasts))} p99 {_ms(_p99(lasts))}; "
+                f"-> planning started p50 {_ms(statistics.median(starts))}",
+                flush=True,
+            )
         big_firsts: list[float] = []
         big_lasts: list[float] = []
         for run in range(args.runs):
             before = await used_memory(redis)
-            r = await dispatch_one(svc, store, "371700", args.recipients, f"bench-big-{run}")
+            r = await dispatch_one(
+                svc, store, "371700", args.recipients, f"bench-big-{run_tag}-{run}"
+            )
             after = await used_memory(redis)
             n = int(r["deliveries"])
             big_firsts.append(r["first"])
             big_lasts.append(r["last"])
             print(
-                f"  run {run + 1}: {n:,} deliveries, first send {_ms(r['first'])}, last send "
+                f"  run {run + 1}: {n:,} deliveries, planning started {_ms(r['start'])}, "
+                f"first send {_ms(r['first'])}, all planned {r['planned']:.2f} s, last send "
                 f"{r['last']:.2f} s -> {n / r['last']:,.0f} deliveries/s; Redis "
                 f"{(after - before) / n:.1f} bytes/delivery",
                 flush=True,
             )
         if args.runs:
             print(
-                f"  {args.runs} runs: accepted -> first send p50 {_ms(statistics.median(big_firsts))} "
-                f"p99 {_ms(_p99(big_firsts))}; -> last send p50 {statistics.median(big_lasts):.2f} s "
+                f"  {args.runs} runs: accepted -> first send "
+                f"p50 {_ms(statistics.median(big_firsts))} p99 {_ms(_p99(big_firsts))}; "
+                f"-> last send p50 {statistics.median(big_lasts):.2f} s "
                 f"p99 {_p99(big_lasts):.2f} s",
                 flush=True,
             )
@@ -235,8 +251,6 @@ async def main(args: argparse.Namespace) -> None:
 
 async def load_subscribers_small(redis: Any, codes: list[str], offset: int) -> None:
     """1,000 subscribers in 曹县 for the latency alerts."""
-    from warnd.keys import Keys
-
     subs = [
         Subscriber.model_construct(
             id=f"c{i}",
@@ -271,5 +285,6 @@ if __name__ == "__main__":
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--small", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--keep", help="keep the Redis data in this directory and reuse it")
     p.add_argument("--log", default="warning", help="log level (info shows plan timings)")
     asyncio.run(main(p.parse_args()))

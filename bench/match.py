@@ -28,6 +28,7 @@ import csv
 import gc
 import math
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -189,6 +190,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = load_settings(REPO / "config" / "demo.toml", env={})
     taxonomy = Taxonomy.load(settings.taxonomy_file)
     groups = GroupTable.build(settings.groups, taxonomy)
+    shutil.rmtree(tmp / "redis", ignore_errors=True)  # a fresh server, even with --keep
     async with EmbeddedRedis(tmp / "redis") as server:
         redis = redis_client(server.url)
         keys = Keys()
@@ -205,16 +207,19 @@ async def main(args: argparse.Namespace) -> None:
         registry = await AreaRegistry.load(redis, keys)
         print(f"areas: {len(registry):,} imported and indexed in {time.perf_counter() - t:.1f} s")
 
-        data = tmp / "subscribers.csv"
+        data = tmp / f"subscribers-{args.subscribers}.csv"
         t = time.perf_counter()
-        write_subscribers(
-            data, registry, [g.key for g in groups if g.key != "default"], args.subscribers
-        )
-        size = data.stat().st_size / 2**20
-        print(
-            f"synthetic file: {args.subscribers:,} rows, {size:.0f} MiB,"
-            f" written in {time.perf_counter() - t:.1f} s"
-        )
+        if data.exists():  # kept from an earlier run with --keep (same seed, same rows)
+            print(f"synthetic file: {args.subscribers:,} rows, reused {data}")
+        else:
+            write_subscribers(
+                data, registry, [g.key for g in groups if g.key != "default"], args.subscribers
+            )
+            size = data.stat().st_size / 2**20
+            print(
+                f"synthetic file: {args.subscribers:,} rows, {size:.0f} MiB,"
+                f" written in {time.perf_counter() - t:.1f} s"
+            )
 
         used_before = int((await redis.info("memory"))["used_memory"])
         store = SubscriberStore(redis, keys)
@@ -235,6 +240,9 @@ async def main(args: argparse.Namespace) -> None:
             f"redis: {(used_after - used_before) / 2**20:.0f} MiB for the subscribers and"
             f" their indexes, {per:.0f} bytes per subscriber"
         )
+        if args.import_only:
+            await redis.aclose()
+            return
 
         gc.collect()
         rss0 = rss_mb()
@@ -284,6 +292,9 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--keep", help="work in this directory (kept) instead of a temp dir")
+    parser.add_argument(
+        "--import-only", action="store_true", help="stop after the import and its memory figures"
+    )
     args = parser.parse_args()
     if args.keep:
         Path(args.keep).mkdir(parents=True, exist_ok=True)

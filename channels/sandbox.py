@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
@@ -185,28 +187,48 @@ class SandboxChannel(Channel):
         return self.limits
 
     # ---------------------------------------------------------- sending
-    def _outcome(self, target: Target) -> Receipt:
+    def _outcomes(self, targets: Sequence[Target]) -> list[Receipt]:
+        """Each target's outcome, by address lists and stable hashes of delivery ids.
+
+        A hash is computed only for a rate that is set (a share is never below
+        0), and the address lists are looked up as sets: a plain sandbox costs
+        one receipt per target.
+        """
         cfg = self.cfg
-        did, addr = target.delivery_id, target.address
-        if addr in cfg.fail_addresses or _share(did, "fail") < cfg.fail_rate:
-            return Receipt.failed(did, "sandbox: permanent failure", status="sandbox-fail")
-        if addr in cfg.throttle_addresses or _share(did, "throttle") < cfg.throttle_rate:
-            return Receipt.retry(
-                did,
-                "sandbox: throttled",
-                after=cfg.retry_after,
-                counts_attempt=False,
-                status="429",
-            )
-        if addr in cfg.retry_addresses or _share(did, "retry") < cfg.retry_rate:
-            return Receipt.retry(did, "sandbox: temporary failure", after=cfg.retry_after)
-        pid = f"sbx-{did}"
-        if cfg.synchronous == "delivered":
-            return Receipt.delivered(did, pid)
-        return Receipt.sent(did, pid)
+        fail, throttle, retry = (
+            frozenset(cfg.fail_addresses),
+            frozenset(cfg.throttle_addresses),
+            frozenset(cfg.retry_addresses),
+        )
+        ok = Outcome.DELIVERED if cfg.synchronous == "delivered" else Outcome.SENT
+        if not (fail or throttle or retry or cfg.fail_rate or cfg.throttle_rate or cfg.retry_rate):
+            return [Receipt(t.delivery_id, ok, f"sbx-{t.delivery_id}") for t in targets]
+        out: list[Receipt] = []
+        for t in targets:
+            did, addr = t.delivery_id, t.address
+            if addr in fail or (cfg.fail_rate and _share(did, "fail") < cfg.fail_rate):
+                out.append(Receipt.failed(did, "sandbox: permanent failure", status="sandbox-fail"))
+            elif addr in throttle or (
+                cfg.throttle_rate and _share(did, "throttle") < cfg.throttle_rate
+            ):
+                out.append(
+                    Receipt.retry(
+                        did,
+                        "sandbox: throttled",
+                        after=cfg.retry_after,
+                        counts_attempt=False,
+                        status="429",
+                    )
+                )
+            elif addr in retry or (cfg.retry_rate and _share(did, "retry") < cfg.retry_rate):
+                out.append(Receipt.retry(did, "sandbox: temporary failure", after=cfg.retry_after))
+            else:
+                out.append(Receipt(did, ok, f"sbx-{did}"))
+        return out
 
     async def send(self, batch: Batch) -> list[Receipt]:
-        hanging = [t for t in batch.targets if t.address in self.cfg.timeout_addresses]
+        timeouts = frozenset(self.cfg.timeout_addresses)
+        hanging = {t for t in batch.targets if t.address in timeouts} if timeouts else set[Target]()
         latency = self.cfg.latency
         if hanging or latency > 0:
             # A send that would outlast the timeout is cut at the timeout, as a
@@ -214,25 +236,20 @@ class SandboxChannel(Channel):
             wait = self.timeout if hanging or latency >= self.timeout else latency
             await asyncio.sleep(wait)
         timed_out = latency >= self.timeout
-        receipts: list[Receipt] = []
-        for target in batch.targets:
-            if timed_out or target in hanging:
-                err = f"sandbox: no answer within {self.timeout:g} s"
-                receipts.append(
-                    Receipt.retry(target.delivery_id, err)
-                    if self.idempotent
-                    else Receipt.uncertain(target.delivery_id, err)
-                )
-            else:
-                receipts.append(self._outcome(target))
-        await self._record(batch, receipts)
-        for r in receipts:
-            log.debug(
-                "channel.sandbox.sent",
-                channel=self.name,
-                delivery_id=r.delivery_id,
-                outcome=r.outcome.value,
+        if timed_out or hanging:
+            err = f"sandbox: no answer within {self.timeout:g} s"
+            late = Receipt.retry if self.idempotent else Receipt.uncertain
+            answered = self._outcomes(
+                [t for t in batch.targets if not timed_out and t not in hanging]
             )
+            by_id = {r.delivery_id: r for r in answered}
+            receipts = [by_id.get(t.delivery_id) or late(t.delivery_id, err) for t in batch.targets]
+        else:
+            receipts = self._outcomes(batch.targets)
+        await self._record(batch, receipts)
+        if log.is_enabled_for(logging.DEBUG):  # one event per batch, not per target
+            counts = Counter(r.outcome.value for r in receipts)
+            log.debug("channel.sandbox.sent", channel=self.name, targets=len(receipts), **counts)
         if self.async_receipts:
             done = [r for r in receipts if r.outcome in (Outcome.SENT, Outcome.DELIVERED)]
             if done:

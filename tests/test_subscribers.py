@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from subscribers_data import TAXONOMY, full_registry, group_table, villages
 
 from warnd.areas import AreaRegistry
-from warnd.errors import BadRequest, ConfigError
+from warnd.errors import BadRequest, ConfigError, FieldError
 from warnd.groups import GroupSettings, GroupTable, check_groups
 from warnd.keys import Keys
 from warnd.settings import load_settings
@@ -460,3 +460,132 @@ def test_bulk_fast_path_leaves_every_doubtful_row_to_the_model(
     assert fast_row(flat, ctx) is None
     with pytest.raises(ValidationError):
         Subscriber.model_validate(csv_input(flat), context=ctx)
+
+
+# ------------------------------------------------------------ bulk write path
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [1, "订阅者", "371721001001", 115.373811, 35.115983, "zh-Hans", "a,b", "+8613800138000",
+         None, "robot-1", None],
+        [1, 'say "hi" \\ \t\x00\x1f\u2028😀', "37", 1e-05, -0.0, "ug", "", None,
+         "a@b.cn", None, "board-1"],
+        [1, "", "371721", None, None, "en", "boards", None, None, None, "b"],
+        [1, "x", "371721", 180.0, -90.0, "bo", "", "+85291234567", None, None, None],
+        [1, "x", "371721", 5, float("nan"), "bo", "", "s", None, None, None],  # odd types
+        [True, "x", "371721", None, None, "bo", "", "s", None, None, None],
+        [1, "short row"],
+    ],
+)  # fmt: skip
+def test_stored_form_is_exactly_what_json_makes(row: list[Any]) -> None:
+    """Stored records are compared as text (idempotent upserts): the fast
+    encoder must agree with the json module to the byte."""
+    from warnd.subscribers import encode
+
+    assert encode(row) == json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_plain_csv_lines_parse_as_the_csv_module_parses_them() -> None:
+    """Lines without quotes are split directly; quoted ones go through csv: same rows."""
+    from warnd.subscriber_io import CsvRecords
+
+    header = "id,name,area,groups,sms,board\n"
+    plain = [
+        "a1, 名字 ,371721, boards ; schools ;,13800138000,\n",
+        "a2,,371721,,,b\t\r\n",
+        "a3,x\x0by\u2028z,371721,,,b\n",
+    ]
+    quoted = [
+        '"a1"," 名字 ","371721"," boards ; schools ;","13800138000",""\n',
+        '"a2","","371721","","","b\t"\r\n',
+        '"a3","x\x0by\u2028z","371721","","","b"\n',
+    ]
+    parsed = []
+    for lines in (plain, quoted):
+        records = CsvRecords()
+        assert records.feed(1, header) is None
+        parsed.append([records.feed(i, line) for i, line in enumerate(lines, 2)])
+    assert parsed[0] == parsed[1]
+    assert parsed[0][0] == (
+        2,
+        {"id": "a1", "name": "名字", "area": "371721", "groups": ["boards ", " schools "],
+         "sms": "13800138000"},
+        [],
+    )  # fmt: skip
+    records = CsvRecords()
+    records.feed(1, header)
+    assert records.feed(2, 'a4,"x"y,371721,,,b\n') == (
+        2,
+        None,
+        [FieldError("row", "not valid CSV: ',' expected after '\"'")],
+    )
+
+
+async def test_batched_import_keeps_indexes_and_change_stream_exact(
+    store: SubscriberStore, ctx: SubscriberContext, registry: AreaRegistry, redis: Redis
+) -> None:
+    """Many small batches, written while the next is parsed: every record, index
+    entry and change-stream id is there; moves between areas and groups unindex."""
+    k = Keys()
+    cao, shan = villages(registry, "371721")[:40], villages(registry, "371722")[:40]
+    header = b"id,area,groups,sms,board\n"
+
+    def rows(areas: list[str], group: str) -> list[bytes]:
+        return [
+            f"m{i:04d},{areas[i % len(areas)]},{group},138{i:08d},\n".encode() for i in range(1000)
+        ]
+
+    first = await import_lines(
+        [header, *rows(cao, "village_officers")],
+        "csv",
+        Importer(store, ctx, csv_locs=True, batch_size=37),
+    )
+    assert (first.accepted, first.created, first.rejected) == (1000, 1000, 0)
+    assert await store.count() == 1000
+    assert len(await store.ids_in_area("371721")) == 1000
+    assert len(await redis.smembers(k.subscribers_in_group("village_officers"))) == 1000
+    changes, gap = await store.changes_since("0-0", limit=100)
+    assert not gap and len(changes) == 28  # ceil(1000 / 37) batches
+    assert sorted(i for _, ids in changes for i in ids) == [f"m{i:04d}" for i in range(1000)]
+
+    # Half move county and group; the other half are unchanged.
+    moved = rows(shan, "schools")[::2]
+    again = await import_lines(
+        [header, *[r for i, r in enumerate(rows(cao, "village_officers")) if i % 2], *moved],
+        "csv",
+        Importer(store, ctx, csv_locs=True, batch_size=37),
+    )
+    assert (again.updated, again.unchanged, again.created) == (500, 500, 0)
+    assert len(await store.ids_in_area("371721")) == 500
+    assert len(await store.ids_in_area("371722")) == 500
+    assert await store.ids_in_area(shan[0]) == {f"m{i:04d}" for i in range(0, 1000, 40)}
+    officers = await redis.smembers(k.subscribers_in_group("village_officers"))
+    schools = await redis.smembers(k.subscribers_in_group("schools"))
+    assert officers == {f"m{i:04d}" for i in range(1, 1000, 2)}
+    assert schools == {f"m{i:04d}" for i in range(0, 1000, 2)}
+    rec = await store.get("m0002")
+    assert rec is not None and rec.area == shan[2] and rec.sms == "+8613800000002"
+
+
+async def test_a_redis_error_in_a_bulk_write_is_raised_and_the_connection_stays_usable(
+    store: SubscriberStore, ctx: SubscriberContext, redis: Redis
+) -> None:
+    from redis.exceptions import ResponseError
+
+    k = Keys()
+    await redis.set(k.subscribers_in_group("schools"), "not a set")
+    sub = Subscriber.model_validate(
+        {"id": "e1", "area": "371721", "groups": ["schools"], "endpoints": {"board": "b"}},
+        context=ctx,
+    )
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await store.upsert_many([sub])
+    # Every reply was read: the pooled connections answer in step.
+    assert await redis.ping() is True
+    assert await store.ids_in_area("371721") == {"e1"}  # the commands around it ran
+    await redis.delete(k.subscribers_in_group("schools"))
+    other = sub.model_copy(update={"id": "e2"})
+    assert (await store.upsert_many([other])).created == 1
+    assert await redis.smembers(k.subscribers_in_group("schools")) == {"e2"}

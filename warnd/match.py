@@ -531,6 +531,27 @@ class Delivery:
 
 
 @dataclass(slots=True)
+class EndpointColumns:
+    """One channel's deliveries in a span of an audience, as parallel columns.
+
+    The bulk form of :class:`Delivery` (no object per recipient): entry
+    ``i`` is the subscriber at position ``at[i]`` of the audience (its info,
+    group, level and area key are the audience's arrays at that position),
+    reached at ``addresses[i]``; ``languages`` and ``addresses`` are read
+    from the current record.
+    """
+
+    channel: ChannelName
+    at: I64
+    subscriber_ids: list[str]
+    addresses: list[str]
+    languages: list[str]
+
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+
+@dataclass(slots=True)
 class Audience:
     """Who an alert reaches: parallel arrays, one entry per subscriber."""
 
@@ -653,6 +674,70 @@ class Audience:
             "unknown_geocodes": [g.model_dump() for g in self.unknown_geocodes],
             "unregistered_codes": self.unregistered,
         }
+
+    async def endpoint_columns(
+        self,
+        store: SubscriberStore,
+        *,
+        batch: int = 1000,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> AsyncIterator[list[EndpointColumns]]:
+        """The deliveries of entries ``start:stop``, ``batch`` subscribers per step,
+        as one :class:`EndpointColumns` per channel that has any.
+
+        The same deliveries as :meth:`deliveries` (a subscriber deleted since
+        the match is skipped; one whose record changed is sent to its current
+        address on the selected channels), read with one round trip and one
+        JSON decode per step (:meth:`SubscriberStore.rows_many`) and kept in
+        columns: the dispatch hot path.
+        """
+        end = len(self) if stop is None else min(stop, len(self))
+        for lo in range(start, end, batch):
+            hi = min(end, lo + batch)
+            ids = self.ids_of(lo, hi)
+            chans = self.channels[lo:hi]
+            reach = chans != 0
+            if None in ids:  # deleted since the match
+                reach &= np.array([i is not None for i in ids], dtype=bool)
+            sel = np.flatnonzero(reach)
+            if len(sel) == len(ids):
+                sel_ids = cast(list[str], ids)
+            else:
+                sel_ids = [cast(str, ids[k]) for k in sel.tolist()]
+            rows = await store.rows_many(sel_ids)
+            languages = [r[5] if r is not None else "" for r in rows]
+            chosen = chans[sel]
+            kinds = np.unique(chosen).tolist()
+            out: list[EndpointColumns] = []
+            for i, ch in enumerate(CHANNELS):
+                wanted = [c for c in kinds if c & ch.bit]
+                if not wanted:
+                    continue
+                field = 7 + i  # the channel's address in a stored record
+                col = [(r[field] or "") if r is not None else "" for r in rows]
+                if len(wanted) == len(kinds):  # every selected subscriber wants it
+                    idx: list[int] | None = None
+                    got = col
+                else:
+                    idx = np.flatnonzero((chosen & ch.bit) != 0).tolist()
+                    got = [col[j] for j in idx]
+                if "" in got:  # no address on it (any more), or no record
+                    keep = [j for j, a in enumerate(got) if a]
+                    idx = keep if idx is None else [idx[j] for j in keep]
+                if idx is None:
+                    out.append(EndpointColumns(ch, sel + lo, sel_ids, col, languages))
+                elif idx:
+                    out.append(
+                        EndpointColumns(
+                            ch,
+                            sel[idx] + lo,
+                            [sel_ids[j] for j in idx],
+                            [col[j] for j in idx],
+                            [languages[j] for j in idx],
+                        )
+                    )
+            yield out
 
     async def deliveries(
         self, store: SubscriberStore, *, batch: int = 1000

@@ -33,6 +33,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -67,6 +68,8 @@ NDJSON_TYPES = (
 MAX_LINE_BYTES = 64 * 1024
 _ENDPOINT_COLUMNS = ("sms", "email", "wechat", "board")
 _JSON_KEYS = frozenset({"id", "name", "area", "point", "language", "groups", "endpoints"})
+_PLAIN_CSV = re.compile(r'["\r\n\x00]').search
+"""Finds what makes a CSV line need the csv module (quoting, stray line breaks, NUL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,8 @@ class CsvRecords:
         if not self._pending:
             if not text.strip():
                 return None
+            if '"' not in text:  # the usual record: one line, nothing quoted
+                return self._record(line_no, text)
             self._start = line_no
         self._pending.append(text)
         self._quotes += text.count('"')
@@ -229,12 +234,17 @@ class CsvRecords:
         return None
 
     def _record(self, start: int, record: str) -> Parsed | None:
-        self._one.text = record
-        try:
-            values = next(self._reader)
-        except csv.Error as exc:
-            self._reader = csv.reader(self._one, strict=True)
-            return (start, None, [FieldError("row", f"not valid CSV: {exc}")])
+        body = record[:-2] if record.endswith("\r\n") else record.removesuffix("\n")
+        if _PLAIN_CSV(body) is None:
+            # No quote, line break or NUL: the csv module would only split on commas.
+            values = body.split(",")
+        else:
+            self._one.text = record
+            try:
+                values = next(self._reader)
+            except csv.Error as exc:
+                self._reader = csv.reader(self._one, strict=True)
+                return (start, None, [FieldError("row", f"not valid CSV: {exc}")])
         if self._columns is None:
             self._columns = _header(values, start)
             return None
@@ -242,11 +252,11 @@ class CsvRecords:
             known = dict(zip(self._columns, values, strict=False))
             wrong = FieldError("row", f"{len(values)} fields, the header has {len(self._columns)}")
             return (start, {"id": known.get("id") or None}, [wrong])
-        row: dict[str, Any] = {}
-        for column, value in zip(self._columns, values, strict=True):
-            value = value.strip()
-            if value:
-                row[column] = value
+        row: dict[str, Any] = {
+            column: value
+            for column, text in zip(self._columns, values, strict=True)
+            if (value := text.strip())
+        }
         if "groups" in row:
             row["groups"] = [g for g in row["groups"].split(";") if g.strip()]
         return (start, row, [])
@@ -322,6 +332,11 @@ class Importer:
         self._writing: asyncio.Future[WriteResult] | None = None
 
     async def add(self, parsed: Parsed) -> None:
+        if self.take(parsed):
+            await self._flush()
+
+    def take(self, parsed: Parsed) -> bool:
+        """:meth:`add` without the write: true when a full batch waits for :meth:`flush`."""
         line, data, errors = parsed
         self.summary.rows += 1
         sub_id = data.get("id") if isinstance(data, dict) else None
@@ -340,10 +355,18 @@ class Importer:
             if row is not None:
                 self.summary.accepted += 1
                 self._batch.append((cast(str, data["id"]), row))
-                if len(self._batch) >= self._batch_size:
-                    await self._flush()
-                return
+                return len(self._batch) >= self._batch_size
         self._reject(Rejection(line, sub_id if isinstance(sub_id, str) else None, errors))
+        return False
+
+    async def flush(self) -> None:
+        """Start writing the batch taken so far (after the write in flight)."""
+        await self._flush()
+
+    @property
+    def writing(self) -> bool:
+        """Whether a batch is being written."""
+        return self._writing is not None and not self._writing.done()
 
     def _loc(self, err: FieldError) -> FieldError:
         return FieldError(_csv_loc(err.loc) if self._csv else err.loc, err.msg)
@@ -424,33 +447,26 @@ async def import_lines(
     parser = parser_for(fmt)
     line_no = 0
 
-    async def each() -> AsyncIterator[bytes]:
+    # The loop is written out twice (async and plain iterables): it runs once a row.
+    # Now and then it lets the batch being written go on (read its replies, send
+    # the next commands) so that Redis works while the next batch is parsed.
+    try:
         if isinstance(lines, AsyncIterable):
             async for raw in lines:
-                yield raw
+                line_no += 1
+                parsed = _parse_line(parser, line_no, raw)
+                if parsed is not None and importer.take(parsed):
+                    await importer.flush()
+                if not line_no % _YIELD_EVERY and importer.writing:
+                    await asyncio.sleep(0)
         else:
             for raw in lines:
-                yield raw
-
-    try:
-        async for raw in each():
-            line_no += 1
-            if len(raw) > MAX_LINE_BYTES:
-                too_long = FieldError("row", f"line longer than {MAX_LINE_BYTES} bytes")
-                await importer.add((line_no, None, [too_long]))
-                continue
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                await importer.add((line_no, None, [FieldError("row", f"not UTF-8: {exc.reason}")]))
-                continue
-            if not text.endswith("\n"):
-                text += "\n"
-            parsed = parser.feed(line_no, text)
-            if parsed is not None:
-                await importer.add(parsed)
+                line_no += 1
+                parsed = _parse_line(parser, line_no, raw)
+                if parsed is not None and importer.take(parsed):
+                    await importer.flush()
+                if not line_no % _YIELD_EVERY and importer.writing:
+                    await asyncio.sleep(0)
         tail = parser.close()
         if tail is not None:
             await importer.add(tail)
@@ -458,6 +474,24 @@ async def import_lines(
     except BaseException:
         await importer.drain()  # the batch in flight is written (or fails) before we leave
         raise
+
+
+_YIELD_EVERY = 256
+"""Lines parsed between chances for the write in flight to read its replies and go on."""
+
+
+def _parse_line(parser: CsvRecords | NdjsonRecords, line_no: int, raw: bytes) -> Parsed | None:
+    if len(raw) > MAX_LINE_BYTES:
+        return (line_no, None, [FieldError("row", f"line longer than {MAX_LINE_BYTES} bytes")])
+    if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (line_no, None, [FieldError("row", f"not UTF-8: {exc.reason}")])
+    if not text.endswith("\n"):
+        text += "\n"
+    return parser.feed(line_no, text)
 
 
 # ---------------------------------------------------------------- export

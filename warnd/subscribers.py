@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
+import math
 import re
 import zlib
 from collections import defaultdict
@@ -48,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from warnd.adcodes import normalise_code
 from warnd.groups import CHANNELS, ChannelName, GroupTable
@@ -102,6 +105,8 @@ def check_id(value: str) -> str:
 
 def normalise_phone(value: str) -> str:
     """An SMS number in E.164; mainland numbers may omit +86."""
+    if _CN_MOBILE.fullmatch(value):  # already a bare mainland mobile number (11 digits)
+        return "+86" + value
     text = _PHONE_PUNCT.sub("", value.strip())
     national = text
     for prefix in ("+86", "0086", "86"):
@@ -335,11 +340,18 @@ def fast_row(row: Mapping[str, Any], ctx: SubscriberContext) -> Row | None:
         if code is None:
             return None
         language = normalise_language(row.get("language") or "zh-Hans")
-        groups = list(dict.fromkeys(g.strip() for g in row.get("groups") or () if g.strip()))
-        if len(groups) > 16 or (
-            ctx.groups is not None and any(g not in ctx.groups for g in groups)
-        ):
+        given: Sequence[str] = row.get("groups") or ()
+        if len(given) == 1:  # the common case, without building a generator
+            groups = [given[0].strip()] if given[0].strip() else []
+        else:
+            groups = list(dict.fromkeys(g.strip() for g in given if g.strip()))
+        if len(groups) > 16:
             return None
+        known = ctx.groups
+        if known is not None:
+            for g in groups:
+                if g not in known:
+                    return None
         lon, lat = row.get("lon"), row.get("lat")
         x = y = None
         if lon is not None or lat is not None:
@@ -351,7 +363,8 @@ def fast_row(row: Mapping[str, Any], ctx: SubscriberContext) -> Row | None:
             box = ctx.extent(code)
             if box is not None and not (box[0] <= x <= box[2] and box[1] <= y <= box[3]):
                 return None
-        sms, email, wechat, board = (row.get(k) for k in ("sms", "email", "wechat", "board"))
+        get = row.get
+        sms, email, wechat, board = get("sms"), get("email"), get("wechat"), get("board")
         if sms is None and email is None and wechat is None and board is None:
             return None
         return [
@@ -401,11 +414,43 @@ def row_of(sub: Subscriber) -> Row:
 
 
 def encode(row: Row) -> str:
-    """The packed Redis form: a JSON array, fields by position."""
+    """The packed Redis form: a JSON array, fields by position.
+
+    Exactly what ``json`` makes of it (stored records are compared as text,
+    so a record written again must come out the same); a row of the usual
+    types is formatted directly, twice as fast as the generic encoder.
+    """
+    if len(row) == 11 and type(row[0]) is int:
+        v, name, area, lon, lat, language, groups, sms, email, wechat, board = row
+        if (
+            type(name) is str
+            and type(area) is str
+            and type(language) is str
+            and type(groups) is str
+            and (lon is None or (type(lon) is float and _isfinite(lon)))
+            and (lat is None or (type(lat) is float and _isfinite(lat)))
+            and (sms is None or type(sms) is str)
+            and (email is None or type(email) is str)
+            and (wechat is None or type(wechat) is str)
+            and (board is None or type(board) is str)
+        ):
+            return (
+                f"[{v},{_esc(name)},{_esc(area)},"
+                f"{'null' if lon is None else _float_repr(lon)},"
+                f"{'null' if lat is None else _float_repr(lat)},"
+                f"{_esc(language)},{_esc(groups)},"
+                f"{'null' if sms is None else _esc(sms)},"
+                f"{'null' if email is None else _esc(email)},"
+                f"{'null' if wechat is None else _esc(wechat)},"
+                f"{'null' if board is None else _esc(board)}]"
+            )
     return _dumps(row)
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_esc = json.encoder.encode_basestring  # the string form _dumps uses (ensure_ascii=False)
+_float_repr = float.__repr__  # the number form _dumps uses for finite floats
+_isfinite = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +514,69 @@ def bucket_of(sub_id: str) -> int:
     return zlib.crc32(sub_id.encode()) % BUCKETS
 
 
+# ---------------------------------------------------------- bulk writes
+
+
+def _pack(args: Sequence[bytes]) -> bytes:
+    """One Redis command in the wire protocol (RESP), its arguments already bytes."""
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
+
+
+class _Wire:
+    """Commands packed by hand and sent on one pooled connection, replies read in order.
+
+    redis-py's pipeline packs every argument through its generic encoder,
+    which at a million subscribers (six arguments each) costs more than
+    validating them; here the arguments are bytes already and each command
+    is joined once. Like a non-transactional pipeline: every reply is read
+    before the first error reply is raised, so the connection stays in step.
+    """
+
+    __slots__ = ("_commands",)
+
+    def __init__(self) -> None:
+        self._commands: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def add(self, *args: bytes) -> None:
+        self._commands.append(_pack(args))
+
+    def add_packed(self, command: bytes) -> None:
+        self._commands.append(command)
+
+    def zrem(self, key: str, member: str) -> None:
+        self.add(b"ZREM", key.encode(), member.encode())
+
+    def srem(self, key: str, member: str) -> None:
+        self.add(b"SREM", key.encode(), member.encode())
+
+    async def execute(self, redis: Redis) -> list[Any]:
+        if not self._commands:
+            return []
+        pool = redis.connection_pool
+        conn = await cast(Any, pool).get_connection()  # untyped in redis-py
+        try:
+            await conn.send_packed_command(self._commands)
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in self._commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+                    error = error or exc
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies left unread: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+        if error is not None:
+            raise error
+        return replies
+
+
 # ------------------------------------------------------------------- store
 
 
@@ -517,61 +625,113 @@ class SubscriberStore:
                     out[sub_id] = Packed.decode(sub_id, raw)
         return out
 
+    async def rows_many(self, ids: Sequence[str]) -> list[Row | None]:
+        """Records of these ids as stored (see :data:`Row`), aligned with ``ids``
+        (``None`` for a missing one): the bulk read of dispatch.
+
+        One round trip (an HMGET per bucket touched, pipelined) and one JSON
+        decode for the lot instead of one per record: no object per record.
+        """
+        crc = zlib.crc32
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for i, sub_id in enumerate(ids):
+            by_bucket[crc(sub_id.encode()) % BUCKETS].append(i)
+        pipe = self._redis.pipeline(transaction=False)
+        for bucket, where in by_bucket.items():
+            pipe.hmget(self._keys.subscriber_bucket(bucket), [ids[i] for i in where])
+        raws: list[str | None] = [None] * len(ids)
+        for where, values in zip(by_bucket.values(), await pipe.execute(), strict=True):
+            for i, raw in zip(where, values, strict=True):
+                raws[i] = raw or None
+        present = [r for r in raws if r is not None]
+        if not present:
+            return [None] * len(ids)
+        try:
+            decoded: list[Row] = json.loads("[" + ",".join(present) + "]")
+        except ValueError:
+            decoded = [json.loads(r) for r in present]  # raises on the damaged record
+        if len(decoded) != len(present):  # a record that is not one JSON value
+            decoded = [json.loads(r) for r in present]
+        rows = iter(decoded)
+        return [None if r is None else next(rows) for r in raws]
+
     async def upsert_many(self, subs: Sequence[Subscriber]) -> WriteResult:
         """Create or replace these subscribers (the last one wins for a repeated id)."""
         return await self.upsert_rows([(s.id, row_of(s)) for s in subs])
 
     async def upsert_rows(self, items: Sequence[tuple[str, Row]]) -> WriteResult:
-        """:meth:`upsert_many` for records already in their stored form (bulk import)."""
-        latest = {sub_id: encode(row) for sub_id, row in items}
-        by_bucket: dict[int, list[str]] = defaultdict(list)
+        """:meth:`upsert_many` for records already in their stored form (bulk import).
+
+        Two round trips: the records now stored under these ids (an HMGET per
+        bucket), then the changed records (an HSET per bucket), their new
+        index entries (a ZADD per county, an SADD per group), the index
+        entries they leave and one change-stream entry listing their ids.
+        """
+        latest: dict[str, Row] = {}
+        for sub_id, row in items:
+            latest[sub_id] = row
+        crc = zlib.crc32
+        by_bucket: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
         for sub_id in latest:
-            by_bucket[bucket_of(sub_id)].append(sub_id)
-        pipe = self._redis.pipeline(transaction=False)
+            id_b = sub_id.encode()
+            by_bucket[crc(id_b) % BUCKETS].append((sub_id, id_b))
+        bucket_keys = {b: self._keys.subscriber_bucket(b).encode() for b in by_bucket}
+        reads = _Wire()
         for bucket, members in by_bucket.items():
-            pipe.hmget(self._keys.subscriber_bucket(bucket), members)
-        olds = await pipe.execute()
+            reads.add(b"HMGET", bucket_keys[bucket], *[id_b for _, id_b in members])
+        olds = await reads.execute(self._redis)
         result = WriteResult()
-        pipe = self._redis.pipeline(transaction=False)
-        add_area: dict[str, dict[str, int]] = defaultdict(dict)
-        add_group: dict[str, list[str]] = defaultdict(list)
+        writes = _Wire()
+        add_area: dict[str, list[bytes]] = defaultdict(list)
+        add_group: dict[str, list[bytes]] = defaultdict(list)
+        scores: dict[str, bytes] = {}
         written_ids: list[str] = []
         written_rows: list[Row] = []
         loads = json.loads
         for (bucket, members), values in zip(by_bucket.items(), olds, strict=True):
-            mapping: dict[str, str] = {}
-            for sub_id, before_raw in zip(members, values, strict=True):
-                raw = latest[sub_id]
+            fields: list[bytes] = [b"HSET", bucket_keys[bucket]]
+            for (sub_id, id_b), before_raw in zip(members, values, strict=True):
+                row = latest[sub_id]
+                raw = encode(row)
                 if before_raw == raw:
                     result.unchanged += 1
                     continue
-                row = loads(raw)
                 before = loads(before_raw) if before_raw else None
                 if before is None:
                     result.created += 1
                 else:
                     result.updated += 1
-                    self._unindex(pipe, sub_id, before, keep=row)
-                mapping[sub_id] = raw
-                if before is None or before[2] != row[2]:
-                    add_area[row[2][:6]][sub_id] = area_score(row[2])
-                old_groups = before[6].split(",") if before is not None and before[6] else []
-                for g in row[6].split(",") if row[6] else ():
-                    if g not in old_groups:
-                        add_group[g].append(sub_id)
+                    self._unindex(writes, sub_id, before, keep=row)
+                fields.append(id_b)
+                fields.append(raw.encode())
+                area = row[2]
+                if before is None or before[2] != area:
+                    score = scores.get(area)
+                    if score is None:
+                        score = scores[area] = b"%d" % area_score(area)
+                    add_area[area[:6]] += (score, id_b)
+                groups = row[6]
+                if groups:
+                    old_groups = before[6].split(",") if before is not None and before[6] else ()
+                    for g in groups.split(","):
+                        if g not in old_groups:
+                            add_group[g].append(id_b)
                 written_ids.append(sub_id)
                 written_rows.append(row)
-            if mapping:
-                pipe.hset(
-                    self._keys.subscriber_bucket(bucket), mapping=cast(dict[Any, Any], mapping)
-                )
+            if len(fields) > 2:
+                writes.add(*fields)
         for county, scored in add_area.items():
-            pipe.zadd(self._keys.subscribers_in_area(county), scored)
+            writes.add(b"ZADD", self._keys.subscribers_in_area(county).encode(), *scored)
         for key, group_members in add_group.items():
-            pipe.sadd(self._keys.subscribers_in_group(key), *group_members)
+            writes.add(b"SADD", self._keys.subscribers_in_group(key).encode(), *group_members)
         if written_ids:
-            self._log_change(pipe, written_ids)
-            replies = await pipe.execute()
+            writes.add(
+                b"XADD",
+                self._keys.subscriber_changes.encode(),
+                *(b"MAXLEN", b"~", b"%d" % CHANGES_MAXLEN, b"*"),
+                *(b"ids", "\n".join(written_ids).encode()),
+            )
+            replies = await writes.execute(self._redis)
             result.change_id = cast(str, replies[-1])
             self._tell(written_ids, written_rows, (), result.change_id)
         return result

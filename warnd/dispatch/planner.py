@@ -35,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -51,7 +51,7 @@ from warnd.dispatch.states import REACHED, DeliveryState
 from warnd.dispatch.store import BatchRecord, DeliveryStore, now_ms
 from warnd.ingest import Accepted
 from warnd.keys import Keys
-from warnd.match import Audience, Matcher
+from warnd.match import Audience, EndpointColumns, Matcher
 from warnd.model import Alert, Info, Level, MsgType
 from warnd.render import Renderer
 from warnd.store import AlertRecord, AlertState, AlertStore
@@ -124,7 +124,8 @@ class PlanWriter:
         self.ready_count = 0
         self.written = 0
         self.flushes = 0
-        self.seen: set[str] = set()
+        self.seen: dict[str, set[str]] = {}
+        """Addresses planned so far, per channel (the idempotency key)."""
         self.last: list[tuple[int, int]] = []
         """``(batch, base)`` of every batch written, in order."""
 
@@ -145,10 +146,10 @@ class PlanWriter:
         ref: str = "",
     ) -> bool:
         """Add one endpoint; ``False`` when (channel, address) is already planned."""
-        ident = f"{channel}\x1f{address}"
-        if ident in self.seen:
+        seen = self.seen.setdefault(channel, set())
+        if address in seen:
             return False
-        self.seen.add(ident)
+        seen.add(address)
         key = (channel, variant, kind, group)
         cur = self.open.get(key)
         if cur is None:
@@ -165,6 +166,56 @@ class PlanWriter:
             if self.flushes == 0 or self.ready_count >= _FLUSH:
                 await self.flush()
         return True
+
+    async def add_many(
+        self,
+        channel: str,
+        variant: int,
+        addresses: Sequence[str],
+        areas: Sequence[str],
+        *,
+        group: str = "",
+        subscribers: Sequence[str] = (),
+    ) -> int:
+        """Add endpoints of one variant (parallel columns; ``subscribers`` only
+        with ``group``), skipping (channel, address) pairs already planned;
+        returns how many were added."""
+        seen = self.seen.setdefault(channel, set())
+        fresh = set(addresses)
+        if len(fresh) == len(addresses) and seen.isdisjoint(fresh):
+            seen |= fresh  # the common case: all new, checked at C speed
+        else:
+            keep: list[int] = []
+            for i, a in enumerate(addresses):
+                if a not in seen:
+                    seen.add(a)
+                    keep.append(i)
+            addresses = [addresses[i] for i in keep]
+            areas = [areas[i] for i in keep]
+            if group:
+                subscribers = [subscribers[i] for i in keep]
+        key = (channel, variant, "alert", group)
+        size = self.size_of(channel)
+        n = len(addresses)
+        i = 0
+        while i < n:
+            cur = self.open.get(key)
+            if cur is None:
+                cur = self.open[key] = _Open(channel, variant, "alert", group)
+            j = min(n, i + size - len(cur.addresses))
+            cur.addresses.extend(addresses[i:j])
+            cur.areas.extend(areas[i:j])
+            if group:
+                cur.subscribers.extend(subscribers[i:j])
+                cur.refs.extend([""] * (j - i))
+            i = j
+            if len(cur.addresses) >= size:
+                del self.open[key]
+                self.ready.append(cur)
+                self.ready_count += len(cur.addresses)
+                if self.flushes == 0 or self.ready_count >= _FLUSH:
+                    await self.flush()
+        return n
 
     async def finish(self) -> None:
         self.ready.extend(self.open.values())
@@ -415,7 +466,7 @@ class Planner:
         for k0 in range(0, nb, 200):
             got = await self.store.batches(aid, list(range(k0, min(nb, k0 + 200))))
             for k, b in got.items():
-                writer.seen.update(f"{b.channel}\x1f{a}" for a in b.addresses)
+                writer.seen.setdefault(b.channel, set()).update(b.addresses)
                 if k >= enq and b.channel in self.channels:
                     await self.lanes.push(b.channel, b.priority, aid, k)
         await self.store.set_plan(aid, enq=nb)
@@ -476,34 +527,64 @@ class Planner:
             seconds=round(audience.seconds, 3),
         )
         memo: dict[Any, int] = {}
-        ack_groups = {
-            k for k, ack in zip(audience.group_keys, audience.group_ack, strict=True) if ack
-        }
-        for part, step in _slices(audience):
-            lo = 0
-            async for chunk in part.deliveries(self.subscribers, batch=step):
-                keys_by_id = dict(
-                    zip(
-                        part.ids_of(lo, lo + step),
-                        part.area_keys[lo : lo + step].tolist(),
-                        strict=True,
-                    )
-                )
-                lo += step
-                await asyncio.sleep(0)  # let the workers run between chunks
-                for d in chunk:
-                    v = await self._variant(
-                        alert, d.info, alert.infos[d.info], d.channel.value, d.language, memo
-                    )
-                    group = d.group if d.ack_required and d.group in ack_groups else ""
-                    await writer.add(
-                        d.channel.value,
-                        v,
-                        d.address,
-                        self._code(keys_by_id[d.subscriber_id]),
-                        group=group,
-                        subscriber=d.subscriber_id,
-                    )
+        for start, stop, step in _spans(len(audience)):
+            async for columns in audience.endpoint_columns(
+                self.subscribers, batch=step, start=start, stop=stop
+            ):
+                for col in columns:
+                    await self._add_columns(alert, audience, col, writer, memo)
+                await asyncio.sleep(0)  # let the workers run between steps
+
+    async def _add_columns(
+        self,
+        alert: Alert,
+        audience: Audience,
+        col: EndpointColumns,
+        writer: PlanWriter,
+        memo: dict[Any, int],
+    ) -> None:
+        """One channel's endpoints of a step, split by variant, into the writer."""
+        if not len(col):
+            return
+        infos = audience.infos[col.at]
+        groups = audience.groups[col.at]
+        ack = np.array(audience.group_ack, dtype=bool)
+        acks = ack[groups] if ack.any() else np.zeros(len(col), dtype=bool)
+        keys, inverse = np.unique(audience.area_keys[col.at], return_inverse=True)
+        codes = [self._code(k) for k in keys.tolist()]
+        areas = [codes[i] for i in inverse.tolist()]
+        languages = col.languages
+        first = languages[0]
+        if (
+            not acks.any()
+            and int(infos.min()) == int(infos.max())
+            and languages.count(first) == len(languages)
+        ):
+            # The common case: one variant for the whole step.
+            parts: dict[tuple[str, int, int], list[int]] | None = None
+        else:
+            parts = {}
+            for i, (lang, info, g, a) in enumerate(
+                zip(languages, infos.tolist(), groups.tolist(), acks.tolist(), strict=True)
+            ):
+                parts.setdefault((lang, info, g if a else -1), []).append(i)
+        channel = col.channel.value
+        if parts is None:
+            info = int(infos[0])
+            v = await self._variant(alert, info, alert.infos[info], channel, first, memo)
+            await writer.add_many(channel, v, col.addresses, areas)
+            return
+        for (lang, info, g), idx in parts.items():
+            v = await self._variant(alert, info, alert.infos[info], channel, lang, memo)
+            group = audience.group_keys[g] if g >= 0 else ""
+            await writer.add_many(
+                channel,
+                v,
+                [col.addresses[i] for i in idx],
+                [areas[i] for i in idx],
+                group=group,
+                subscribers=[col.subscriber_ids[i] for i in idx] if group else (),
+            )
 
     async def _notices(self, rec: AlertRecord, old: AlertRecord, writer: PlanWriter) -> None:
         """The Update/Cancel to everyone ``old`` reached, through the same endpoints."""
@@ -560,23 +641,12 @@ def alert_id_of(alert: Alert) -> str:
     return alert_id(alert.sender, alert.identifier)
 
 
-def _slices(audience: Audience) -> list[tuple[Audience, int]]:
-    """A small first slice (its batch is sending while the rest is read), then the rest."""
-    n = len(audience)
+def _spans(n: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, step)``: a small first span (its batch is sending while
+    the rest is read), then the rest in big steps."""
     if n <= _FIRST_CHUNK:
-        return [(audience, _FIRST_CHUNK)]
-
-    def cut(lo: int, hi: int) -> Audience:
-        # Every per-subscriber array, whatever the audience calls them.
-        arrays = {
-            f.name: getattr(audience, f.name)[lo:hi]
-            for f in fields(audience)
-            if isinstance(getattr(audience, f.name), np.ndarray)
-            and len(getattr(audience, f.name)) == n
-        }
-        return replace(audience, **arrays)
-
-    return [(cut(0, _FIRST_CHUNK), _FIRST_CHUNK), (cut(_FIRST_CHUNK, n), _CHUNK)]
+        return [(0, n, _FIRST_CHUNK)]
+    return [(0, _FIRST_CHUNK, _FIRST_CHUNK), (_FIRST_CHUNK, n, _CHUNK)]
 
 
 __all__ = ["PlanWriter", "Planner", "priority_of"]
