@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from warnd.area_import import ImportSummary, import_file
+from warnd.areas import AreaRegistry
 from warnd.keys import Keys
+from warnd.redis_server import redis_client
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ADMIN = SHARED / "admin"
@@ -42,3 +46,19 @@ HEZE_DEV_ZONES = {"371771": "菏泽经济技术开发区", "371772": "菏泽高�
 
 async def import_all(redis: Redis, keys: Keys, files: list[Path]) -> list[ImportSummary]:
     return [await import_file(redis, keys, f) for f in files]
+
+
+def full_registry(redis_server: str) -> AreaRegistry:
+    """Every code list and the DataV boundaries, imported and loaded (in memory)."""
+    with redis_sync.Redis.from_url(redis_server) as client:
+        client.flushall()
+
+    async def build() -> AreaRegistry:
+        client = redis_client(redis_server)
+        try:
+            await import_all(client, Keys(), [*CODE_LISTS, *BOUNDARIES])
+            return await AreaRegistry.load(client, Keys())
+        finally:
+            await client.aclose()
+
+    return asyncio.run(build())

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis as redis_sync
 import shapely
-from areas_data import ADMIN, BOUNDARIES, CODE_LISTS, GEO, import_all
+from areas_data import ADMIN, GEO
 from redis.asyncio import Redis
 
 from warnd.area_import import import_file
@@ -19,7 +17,6 @@ from warnd.areas import AreaLevel, AreaRegistry
 from warnd.groups import GroupSettings, GroupTable
 from warnd.keys import Keys
 from warnd.model import Alert
-from warnd.redis_server import redis_client
 from warnd.taxonomy import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,22 +51,6 @@ GROUPS: dict[str, dict[str, Any]] = {
 def group_table(groups: dict[str, dict[str, Any]] | None = None) -> GroupTable:
     cfg = {k: GroupSettings.model_validate(v) for k, v in (groups or GROUPS).items()}
     return GroupTable.build(cfg, TAXONOMY)
-
-
-def full_registry(redis_server: str) -> AreaRegistry:
-    """Every code list and the DataV boundaries, imported and loaded (in memory)."""
-    with redis_sync.Redis.from_url(redis_server) as client:
-        client.flushall()
-
-    async def build() -> AreaRegistry:
-        client = redis_client(redis_server)
-        try:
-            await import_all(client, Keys(), [*CODE_LISTS, *BOUNDARIES])
-            return await AreaRegistry.load(client, Keys())
-        finally:
-            await client.aclose()
-
-    return asyncio.run(build())
 
 
 def heze_streets(tmp: Path) -> Path:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from typing import Any
 
 import numpy as np
 import pytest
-import redis as redis_sync
 import shapely
-from areas_data import BOUNDARIES, CODE_LISTS, GEO, HEZE_COUNTIES, HEZE_DEV_ZONES, import_all
+from areas_data import (
+    GEO,
+    HEZE_COUNTIES,
+    HEZE_DEV_ZONES,
+    full_registry,
+)
 
 from warnd.adcodes import ADMIN_GEOCODE_NAMES, AreaLevel, normalise_code, parent_code
 from warnd.areas import AreaRegistry, ResolvedArea
@@ -25,9 +28,7 @@ from warnd.geo import (
     wgs84_to_gcj02,
     wgs84_to_gcj02_arrays,
 )
-from warnd.keys import Keys
 from warnd.model import Area, Circle, Polygon
-from warnd.redis_server import redis_client
 
 # ------------------------------------------------------------------ codes
 
@@ -184,18 +185,7 @@ def test_geojson_rejects_lat_lon_order_out_of_range() -> None:
 @pytest.fixture(scope="module")
 def registry(redis_server: str) -> AreaRegistry:
     """Every admin list, the 菏泽 villages and the DataV boundaries, imported once."""
-    with redis_sync.Redis.from_url(redis_server) as client:
-        client.flushall()
-
-    async def build() -> AreaRegistry:
-        client = redis_client(redis_server)
-        try:
-            await import_all(client, Keys(), [*CODE_LISTS, *BOUNDARIES])
-            return await AreaRegistry.load(client, Keys())
-        finally:
-            await client.aclose()
-
-    return asyncio.run(build())
+    return full_registry(redis_server)
 
 
 def area(**kw: Any) -> Area:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from areas_data import full_registry
 from redis.asyncio import Redis
-from subscribers_data import alert, full_registry, geocode, group_table
+from subscribers_data import alert, geocode, group_table
 
 from warnd.areas import AreaRegistry
 from warnd.dispatch.lanes import Lanes

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
+from areas_data import full_registry
 from redis.asyncio import Redis
 from subscribers_data import (
     CAP_ZH,
     TAXONOMY,
     alert,
-    full_registry,
     geocode,
     group_table,
     points_in,

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from areas_data import full_registry
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from subscribers_data import TAXONOMY, full_registry, group_table, villages
+from subscribers_data import TAXONOMY, group_table, villages
 
 from warnd.areas import AreaRegistry
 from warnd.errors import BadRequest, ConfigError, FieldError
