@@ -33,7 +33,13 @@ CAP11_NS = "urn:oasis:names:tc:emergency:cap:1.1"
 
 # CAP forbids whitespace, commas and the XML-reserved < and & in identifiers
 # and senders, because references are comma- and space-separated.
-_CAP_TOKEN = re.compile(r"^[^\s,<&]+$")
+CAP_TOKEN_PATTERN = r"^[^\s,<&]+$"  # noqa: S105 - a regex, not a secret
+_CAP_TOKEN = re.compile(CAP_TOKEN_PATTERN)
+
+
+def is_cap_token(value: str) -> bool:
+    """Can ``value`` stand as a CAP identifier or sender (1 to 256 characters)?"""
+    return 0 < len(value) <= 256 and _CAP_TOKEN.match(value) is not None
 
 
 def _cap_token(value: str) -> str:

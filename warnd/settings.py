@@ -32,6 +32,7 @@ from warnd.dispatch.config import DispatchSettings
 from warnd.errors import ConfigError
 from warnd.feeds.config import FeedName, FeedSettings, resolve_paths
 from warnd.groups import GroupSettings
+from warnd.model import CAP_TOKEN_PATTERN
 
 DEFAULT_CONFIG = Path("config/warnd.toml")
 
@@ -68,7 +69,7 @@ class IssuerSettings(_Section):
     """GB/T 2260 code of the issuing office's area."""
     unit_code: str = Field(default="00000", pattern=r"^\d{5}$")
     """Issuing unit code (GB/T 35965.1: 5 digits after the area code)."""
-    sender: str = Field(default="warnd@localhost", pattern=r"^[^\s,<&]+$")
+    sender: str = Field(default="warnd@localhost", pattern=CAP_TOKEN_PATTERN)
     sender_name: str = "warnd"
 
 

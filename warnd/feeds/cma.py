@@ -44,6 +44,7 @@ from warnd.model import (
     Status,
     Urgency,
     ValuePair,
+    is_cap_token,
 )
 from warnd.taxonomy import Hazard, Taxonomy
 
@@ -253,7 +254,7 @@ class CmaMapper:
         )
         description, instruction = split_guide(content) if content else (headline, None)
         upstream = _get(item, m.id)
-        if upstream and not re.fullmatch(r"[^\s,<&]{1,256}", upstream):
+        if upstream and not is_cap_token(upstream):
             upstream = hashlib.sha256(upstream.encode()).hexdigest()[:32]
         return Signal(
             area_key=area_key,

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from warnd.model import Level
+from warnd.model import CAP_TOKEN_PATTERN, Level
 
 FEED_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 FeedName = Annotated[str, Field(pattern=FEED_NAME)]
 
-_SENDER = re.compile(r"^[^\s,<&]+$")
+_SENDER = re.compile(CAP_TOKEN_PATTERN)
 _SECRET_KEYS = ("token", "secret", "password", "api_key", "apikey")
 
 
