@@ -10,7 +10,10 @@ private redis-server, the ``sms`` channel through the sandbox (batches of
   per run, and the time from acceptance to the first and to the last send;
 * p50/p99 of acceptance → first send over ``--small`` alerts of 1,000
   recipients each, sent one after another;
-* Redis memory per delivery (``used_memory`` after the fan-out minus before).
+* Redis memory per delivery (``used_memory`` after the fan-out minus before);
+* the CPU seconds warnd (and, of those, its garbage collector) and
+  redis-server used for each run — on two cores these say what limits it;
+  ``--redis-stats`` adds Redis time per command.
 
 ``--keep DIR`` keeps the Redis data (AOF) in ``DIR``: a second run reuses the
 subscribers loaded by the first instead of loading them again.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -81,6 +85,29 @@ async def used_memory(redis: Any) -> int:
     return int(info["used_memory"])
 
 
+class GcClock:
+    """Time the process spends in the cyclic garbage collector."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._t = 0.0
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._t
+            self.full += info["generation"] == 2
+
+
+async def redis_cpu(redis: Any) -> float:
+    """CPU seconds redis-server has used (user + system)."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def dispatch_one(
     svc: Any, store: DeliveryStore, code: str, n: int, ident: str
 ) -> dict[str, float]:
@@ -132,6 +159,7 @@ async def dispatch_one(
 
 
 async def main(args: argparse.Namespace) -> None:
+    gcc = GcClock()
     configure(args.log, "console")
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="warnd-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -221,9 +249,14 @@ async def main(args: argparse.Namespace) -> None:
         big_lasts: list[float] = []
         for run in range(args.runs):
             before = await used_memory(redis)
+            if args.redis_stats:
+                await redis.config_resetstat()
+            cpu0, rcpu0 = time.process_time(), await redis_cpu(redis)
+            gc0, full0 = gcc.seconds, gcc.full
             r = await dispatch_one(
                 svc, store, "371700", args.recipients, f"bench-big-{run_tag}-{run}"
             )
+            cpu, rcpu = time.process_time() - cpu0, await redis_cpu(redis) - rcpu0
             after = await used_memory(redis)
             n = int(r["deliveries"])
             big_firsts.append(r["first"])
@@ -232,9 +265,13 @@ async def main(args: argparse.Namespace) -> None:
                 f"  run {run + 1}: {n:,} deliveries, planning started {_ms(r['start'])}, "
                 f"first send {_ms(r['first'])}, all planned {r['planned']:.2f} s, last send "
                 f"{r['last']:.2f} s -> {n / r['last']:,.0f} deliveries/s; Redis "
-                f"{(after - before) / n:.1f} bytes/delivery",
+                f"{(after - before) / n:.1f} bytes/delivery; CPU warnd {cpu:.2f} s "
+                f"(GC {gcc.seconds - gc0:.2f} s, {gcc.full - full0} full), "
+                f"redis-server {rcpu:.2f} s",
                 flush=True,
             )
+            if args.redis_stats:
+                await print_commandstats(redis)
         if args.runs:
             print(
                 f"  {args.runs} runs: accepted -> first send "
@@ -268,6 +305,20 @@ async def load_subscribers_small(redis: Any, codes: list[str], offset: int) -> N
     await SubscriberStore(redis, Keys()).upsert_many(subs)
 
 
+async def print_commandstats(redis: Any) -> None:
+    """Redis time per command since the last reset, the costliest first."""
+    stats = await redis.info("commandstats")
+    rows = sorted(
+        ((k.removeprefix("cmdstat_"), v) for k, v in stats.items()), key=lambda kv: -kv[1]["usec"]
+    )
+    for name, v in rows[:8]:
+        print(
+            f"    redis {name:<12} {v['calls']:>9,} calls {v['usec'] / 1e6:6.2f} s "
+            f"({v['usec_per_call']:.1f} us/call)",
+            flush=True,
+        )
+
+
 def _p99(xs: list[float]) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(0.99 * (len(s) - 1)))]
@@ -287,4 +338,7 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--keep", help="keep the Redis data in this directory and reuse it")
     p.add_argument("--log", default="warning", help="log level (info shows plan timings)")
+    p.add_argument(
+        "--redis-stats", action="store_true", help="print Redis time per command for each run"
+    )
     asyncio.run(main(p.parse_args()))

@@ -74,8 +74,24 @@ def heze_streets(tmp: Path) -> Path:
     return out
 
 
-def write_subscribers(path: Path, registry: AreaRegistry, groups: list[str], n: int) -> None:
-    """N subscribers spread over the 菏泽 villages, 70 % with a point in their county."""
+def write_subscribers(
+    path: Path,
+    registry: AreaRegistry,
+    groups: list[str],
+    n: int,
+    *,
+    endpoints: str = "mixed",
+    id_prefix: str = "s",
+) -> None:
+    """N subscribers spread over the 菏泽 villages, 70 % with a point in their county.
+
+    ``endpoints``: ``mixed`` (phones, some WeChat robots, e-mail and boards
+    by group), or one endpoint each that names the row — ``sms``
+    (``139`` + the row number in 8 digits) or ``wechat`` (robot key
+    ``bench-`` + the row number) — so a sink can tell every recipient apart.
+    """
+    if endpoints not in ("mixed", "sms", "wechat"):
+        raise ValueError(f"endpoints={endpoints!r}: mixed, sms or wechat")
     rng = np.random.default_rng(2024)
     villages = [a.code for a in registry.with_prefix("3717") if a.level is AreaLevel.VILLAGE]
     per_county: dict[str, list[int]] = {}
@@ -113,14 +129,19 @@ def write_subscribers(path: Path, registry: AreaRegistry, groups: list[str], n: 
         w.writerow(CSV_COLUMNS)
         for i in range(n):
             g = groups[group_pick[i]]
-            board = f"board-{i}" if g == "boards" else ""
-            sms = "" if g == "boards" else f"{prefixes[i]}{phones[i]:08d}"
-            wechat = f"robot-{i % 997}" if kind[i] < 0.2 and not board else ""
-            email = f"u{i}@example.cn" if g == "schools" and kind[i] < 0.5 else ""
+            if endpoints == "mixed":
+                board = f"board-{i}" if g == "boards" else ""
+                sms = "" if g == "boards" else f"{prefixes[i]}{phones[i]:08d}"
+                wechat = f"robot-{i % 997}" if kind[i] < 0.2 and not board else ""
+                email = f"u{i}@example.cn" if g == "schools" and kind[i] < 0.5 else ""
+            else:
+                board = email = ""
+                sms = f"139{i:08d}" if endpoints == "sms" else ""
+                wechat = f"bench-{i:08d}" if endpoints == "wechat" else ""
             point = ("", "") if math.isnan(lon[i]) else (f"{lon[i]:.6f}", f"{lat[i]:.6f}")
             w.writerow(
                 [
-                    f"s{i:07d}",
+                    f"{id_prefix}{i:07d}",
                     f"订阅者{i}",
                     area_of[i],
                     *point,

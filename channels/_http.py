@@ -66,30 +66,36 @@ def not_sent(exc: BaseException) -> bool:
 
 
 def transport_receipts(
-    targets: Iterable[Target], exc: BaseException, *, idempotent: bool, who: str
+    targets: Iterable[Target],
+    exc: BaseException,
+    *,
+    idempotent: bool,
+    who: str,
+    reference: str | None = None,
 ) -> list[Receipt]:
     """Receipts for targets whose request failed in transport.
 
     Not sent (refused, connect timeout): retry. Possibly sent (read
     timeout, disconnect) to a provider that does not deduplicate:
-    uncertain, so dispatch reconciles before resending.
+    uncertain (carrying ``reference``, the request id the provider's query
+    API knows), so dispatch reconciles before resending.
     """
     detail = f"{who}: {type(exc).__name__}: {exc}".rstrip(": ")
     if not_sent(exc) or idempotent:
         return [Receipt.retry(t.delivery_id, detail, after=5.0) for t in targets]
-    return [Receipt.uncertain(t.delivery_id, detail) for t in targets]
+    return [Receipt.uncertain(t.delivery_id, detail, provider_id=reference) for t in targets]
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 async def gather_limited(
-    items: Sequence[T], work: Callable[[T], Awaitable[list[Receipt]]], limit: int
+    items: Sequence[T], work: Callable[[T], Awaitable[Sequence[Receipt]]], limit: int
 ) -> list[Receipt]:
     """Run ``work`` on every item, at most ``limit`` at once; concatenate receipts."""
     sem = asyncio.Semaphore(limit)
 
-    async def one(item: T) -> list[Receipt]:
+    async def one(item: T) -> Sequence[Receipt]:
         async with sem:
             return await work(item)
 

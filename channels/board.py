@@ -6,7 +6,9 @@ Credentials:
   EMQX): ask its administrator for a user allowed to publish to
   ``<topic_prefix>/+/display`` and subscribe to ``<topic_prefix>/+/ack`` and
   ``<topic_prefix>/+/status``; put its password in ``password_env``. Each
-  board's id (its topic segment) is the endpoint address.
+  board's id (its topic segment) is the endpoint address. Over a network
+  you do not own, use its TLS listener (``tls = true``, port 8883) and,
+  for a broker with a private CA, its CA certificate (``ca_file``).
 * ``http`` — the board controller's API URL (``{board}`` in it is replaced
   by the board id) and its token in ``auth_value_env``.
 
@@ -26,13 +28,14 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Literal, cast
 
 import aiomqtt
 import structlog
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from warnd.channel import (
     Batch,
@@ -101,10 +104,16 @@ def board_payload(batch: Batch, target: Target) -> dict[str, Any]:
 class MqttBoardConfig(BoardConfig):
     provider: Literal["mqtt"] = "mqtt"
     host: str
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default: 8883 with ``tls``, else 1883."""
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
+    ca_file: str | None = None
+    """PEM CA bundle for a broker with a private CA (a relative path is taken
+    like the configuration's other files)."""
+    validate_certs: bool = True
+    """Verify the broker's certificate and name (``false`` only on a test bench)."""
     topic_prefix: str = Field(default="warnd/boards", pattern=r"^[^#+]+$")
     client_id: str | None = None
     keepalive: int = Field(default=30, ge=5)
@@ -113,6 +122,12 @@ class MqttBoardConfig(BoardConfig):
     arrives as an asynchronous receipt)."""
     status_wait: float = Field(default=1.0, ge=0)
     """After connecting, how long to wait for a board's retained status."""
+
+    @model_validator(mode="after")
+    def _tls(self) -> MqttBoardConfig:
+        if not self.tls and (self.ca_file is not None or not self.validate_certs):
+            raise ValueError("ca_file and validate_certs apply to a TLS connection: set tls = true")
+        return self
 
 
 class MqttBoard(Channel):
@@ -129,6 +144,7 @@ class MqttBoard(Channel):
         super().__init__(config, context)
         self.cfg = cast(MqttBoardConfig, config)
         self.limits = _limits(self.cfg)
+        self.port = self.cfg.port or (8883 if self.cfg.tls else 1883)
         self.status: dict[str, str] = {}
         self._status_seen: dict[str, asyncio.Event] = {}
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -143,22 +159,29 @@ class MqttBoard(Channel):
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cfg = self.cfg
+        if not cfg.tls:
+            return None
+        cafile = str(self.context.path(cfg.ca_file)) if cfg.ca_file else None
+        ctx = ssl.create_default_context(cafile=cafile)
+        if not cfg.validate_certs:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
     def _new_client(self) -> aiomqtt.Client:
         cfg = self.cfg
-        tls = None
-        if cfg.tls:
-            import ssl
-
-            tls = ssl.create_default_context()
         return aiomqtt.Client(
             cfg.host,
-            cfg.port,
+            self.port,
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password else None,
             identifier=cfg.client_id,
             keepalive=cfg.keepalive,
             timeout=self.timeout,
-            tls_context=tls,
+            tls_context=self._tls_context(),
+            tls_insecure=not cfg.validate_certs if cfg.tls else None,
         )
 
     async def start(self) -> None:
@@ -230,7 +253,7 @@ class MqttBoard(Channel):
         if self._connected.is_set():
             online = sum(1 for s in self.status.values() if s == "online")
             return ChannelHealth(True, f"connected; {online} of {len(self.status)} boards online")
-        return ChannelHealth(False, f"not connected to {self.cfg.host}:{self.cfg.port}")
+        return ChannelHealth(False, f"not connected to {self.cfg.host}:{self.port}")
 
     async def send(self, batch: Batch) -> list[Receipt]:
         if self._task is None:

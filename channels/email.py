@@ -7,6 +7,12 @@ username, and a password or "client authorization code" (客户端授权码) —
 put it in ``password_env`` or ``password_file``. Ask for SPF/DKIM for the
 sending domain so warnings are not filed as spam.
 
+The connection is encrypted: ``security = "starttls"`` (port 587, the
+default) or ``"tls"`` (implicit TLS, port 465); the relay's certificate is
+verified against the system's CAs or, for a relay with a private CA,
+``ca_file``. AUTH (the password) is only ever sent over TLS, unless
+``security = "none"`` says the relay is a local one that needs none.
+
 Each delivery is its own message (multipart text + HTML) with a
 Message-ID made from the delivery id, so bounces and replies can be
 traced; one SMTP connection carries the whole batch. Chinese subjects and
@@ -62,8 +68,10 @@ class EmailConfig(ChannelConfig):
     from_name: str = ""
     reply_to: str | None = None
     validate_certs: bool = True
-    cert_bundle: str | None = None
-    """CA bundle for a relay with a private CA."""
+    """Verify the relay's certificate and name (``false`` only on a test bench)."""
+    ca_file: str | None = None
+    """PEM CA bundle for a relay with a private CA (a relative path is taken
+    like the configuration's other files)."""
     message_id_domain: str | None = None
     """Right-hand side of Message-IDs (default: the sender's domain)."""
 
@@ -82,6 +90,8 @@ class EmailChannel(Channel):
         super().__init__(config, context)
         self.cfg = cast(EmailConfig, config)
         self.domain = self.cfg.message_id_domain or self.cfg.from_address.rpartition("@")[2]
+        ca = self.cfg.ca_file
+        self.ca_file = str(self.context.path(ca)) if ca else None
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
@@ -97,7 +107,7 @@ class EmailChannel(Channel):
             username=cfg.username,
             password=cfg.password.get_secret_value() if cfg.password else None,
             validate_certs=cfg.validate_certs,
-            cert_bundle=cfg.cert_bundle,
+            cert_bundle=self.ca_file,
         )
 
     def message(self, batch: Batch, target: Target) -> EmailMessage:

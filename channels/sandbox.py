@@ -40,7 +40,9 @@ from warnd.channel import (
     Outcome,
     RateLimit,
     Receipt,
+    Receipts,
     Target,
+    delivery_ids_of,
 )
 from warnd.errors import BadRequest
 from warnd.keys import Keys
@@ -187,12 +189,12 @@ class SandboxChannel(Channel):
         return self.limits
 
     # ---------------------------------------------------------- sending
-    def _outcomes(self, targets: Sequence[Target]) -> list[Receipt]:
+    def _outcomes(self, targets: Sequence[Target]) -> Sequence[Receipt]:
         """Each target's outcome, by address lists and stable hashes of delivery ids.
 
         A hash is computed only for a rate that is set (a share is never below
-        0), and the address lists are looked up as sets: a plain sandbox costs
-        one receipt per target.
+        0), and the address lists are looked up as sets: a plain sandbox
+        answers a whole batch with one :class:`Receipts`.
         """
         cfg = self.cfg
         fail, throttle, retry = (
@@ -202,7 +204,8 @@ class SandboxChannel(Channel):
         )
         ok = Outcome.DELIVERED if cfg.synchronous == "delivered" else Outcome.SENT
         if not (fail or throttle or retry or cfg.fail_rate or cfg.throttle_rate or cfg.retry_rate):
-            return [Receipt(t.delivery_id, ok, f"sbx-{t.delivery_id}") for t in targets]
+            ids = delivery_ids_of(targets)
+            return Receipts(ids, ok, provider_ids=["sbx-" + i for i in ids])
         out: list[Receipt] = []
         for t in targets:
             did, addr = t.delivery_id, t.address
@@ -226,7 +229,7 @@ class SandboxChannel(Channel):
                 out.append(Receipt(did, ok, f"sbx-{did}"))
         return out
 
-    async def send(self, batch: Batch) -> list[Receipt]:
+    async def send(self, batch: Batch) -> Sequence[Receipt]:
         timeouts = frozenset(self.cfg.timeout_addresses)
         hanging = {t for t in batch.targets if t.address in timeouts} if timeouts else set[Target]()
         latency = self.cfg.latency
@@ -243,7 +246,9 @@ class SandboxChannel(Channel):
                 [t for t in batch.targets if not timed_out and t not in hanging]
             )
             by_id = {r.delivery_id: r for r in answered}
-            receipts = [by_id.get(t.delivery_id) or late(t.delivery_id, err) for t in batch.targets]
+            receipts: Sequence[Receipt] = [
+                by_id.get(t.delivery_id) or late(t.delivery_id, err) for t in batch.targets
+            ]
         else:
             receipts = self._outcomes(batch.targets)
         await self._record(batch, receipts)

@@ -8,6 +8,18 @@ text; the response maps to a result per number. These APIs do not
 deduplicate: a request that timed out after it was sent makes every
 number in it ``uncertain`` (never resent blindly), and a 200 whose body
 cannot be read does too.
+
+With ``query_url`` set, :meth:`HttpSms.reconcile` asks the provider's
+status-query API about such deliveries — by the request id warnd sent
+(``reference_field``) and the numbers — and maps its answer per number:
+the provider has it (sent, delivered, failed), never took it (sent again,
+once), or cannot tell (still in doubt, asked again later).
+
+Delivery reports (``receipt_match``) are matched per request: each names the
+request id (warnd's ``reference_field``, or the provider's own from
+``result_request_field``) and the number, so dispatch keeps one map entry
+per request. ``message_id`` is for providers whose reports carry no request
+id: they are matched by the per-number message id (one entry per number).
 """
 
 from __future__ import annotations
@@ -15,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import structlog
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from warnd.channel import (
     Batch,
@@ -29,9 +42,13 @@ from warnd.channel import (
     CallbackState,
     ChannelConfig,
     ChannelContext,
+    Outcome,
     RateLimit,
     Receipt,
+    Receipts,
     Target,
+    addresses_of,
+    delivery_ids_of,
 )
 from warnd.errors import BadRequest
 from warnd.limits import MessageLimits
@@ -79,15 +96,83 @@ class HttpSmsConfig(SmsConfig):
     result_code_field: str = "code"
     result_id_field: str = "msg_id"
     result_message_field: str = "message"
+    result_request_field: str | None = None
+    """Where the answer carries the provider's own id of the request (dotted,
+    e.g. ``biz_id``), when its receipts name the request by that; ``None``:
+    they name it by warnd's ``reference_field``."""
     success_codes: list[str] = Field(default_factory=lambda: ["0", "OK"])
     retry_codes: list[str] = Field(default_factory=list)
     """Per-number codes that mean "try later" (the rest are permanent failures)."""
     receipts_field: str | None = None
     """Webhook: the list of receipts in the body (``None``: the body is the list)."""
+    receipt_match: Literal["request", "message_id"] = "request"
+    """How a receipt finds its delivery: ``request`` — by the request id it
+    carries (``receipt_request_field``) and its number (one map entry per
+    request); ``message_id`` — by the per-number message id the send answer
+    gave (``receipt_id_field``; one map entry per number), for providers
+    whose receipts carry no request id."""
+    receipt_request_field: str = "out_id"
+    receipt_number_field: str = "phone"
     receipt_id_field: str = "msg_id"
     receipt_status_field: str = "status"
     receipt_delivered: list[str] = Field(default_factory=lambda: ["DELIVRD", "DELIVERED", "0"])
     receipt_time_field: str | None = None
+    # -- status query: reconcile deliveries in doubt before any resend
+    query_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The provider's status-query API; ``None``: deliveries in doubt wait for receipts."""
+    query_method: Literal["GET", "POST"] = "POST"
+    query_format: Literal["json", "form"] = "json"
+    """Body of a POST query (a GET carries the parameters in its URL)."""
+    query_reference_field: str | None = "out_id"
+    """Parameter carrying the request id warnd sent (``reference_field``);
+    ``None``: the provider is asked by numbers alone."""
+    query_numbers_field: str | None = "phones"
+    """Parameter carrying the numbers (a JSON list, else joined with
+    ``numbers_join`` or ``","``); ``None``: by request id alone."""
+    query_extra: dict[str, str] = Field(default_factory=dict)
+    """Fixed parameters of every query (app id, date …)."""
+    query_results_field: str = "results"
+    """Where the per-number list is in the answer (dotted; ``""``: the body is the list)."""
+    query_number_field: str = "phone"
+    query_status_field: str = "status"
+    query_id_field: str = "msg_id"
+    query_sent: list[str] = Field(
+        default_factory=lambda: ["SENT", "SUBMITTED", "ACCEPTED", "PENDING"]
+    )
+    """Statuses meaning the provider took it (no final report yet)."""
+    query_delivered: list[str] = Field(default_factory=lambda: ["DELIVRD", "DELIVERED"])
+    query_failed: list[str] = Field(
+        default_factory=lambda: ["UNDELIV", "REJECTD", "EXPIRED", "FAILED"]
+    )
+    query_not_sent: list[str] = Field(default_factory=lambda: ["NOT_FOUND"])
+    """Statuses meaning the provider has no such message: it is sent again, once."""
+    query_missing: Literal["uncertain", "not_sent"] = "uncertain"
+    """A number the answer leaves out: still in doubt (default), or never taken."""
+
+    @model_validator(mode="after")
+    def _query(self) -> HttpSmsConfig:
+        if (
+            self.receipt_match == "request"
+            and self.reference_field is None
+            and self.result_request_field is None
+        ):
+            raise ValueError(
+                'receipt_match = "request" needs reference_field or result_request_field'
+                ' (the request id receipts name); else use receipt_match = "message_id"'
+            )
+        if self.query_url is None:
+            return self
+        if self.query_reference_field is None and self.query_numbers_field is None:
+            raise ValueError("query_url needs query_reference_field or query_numbers_field")
+        if self.query_reference_field is not None and self.reference_field is None:
+            raise ValueError(
+                "query_reference_field needs reference_field (the request id warnd sends)"
+            )
+        return self
+
+
+_RANK = {Outcome.DELIVERED: 4, Outcome.SENT: 3, Outcome.FAILED: 2, Outcome.RETRY: 1}
+"""When the answer lists a number more than once: the provider having it wins."""
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -112,14 +197,24 @@ class HttpSms(HttpChannel):
         self.limits = limits_for(self.cfg)
         if config.batch_size is None:
             self.batch_size = self.cfg.numbers_per_request
+        self.reconciles = self.cfg.query_url is not None
+        self.message_id_receipts = self.cfg.receipt_match == "message_id"
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
 
     # ---------------------------------------------------------------- send
-    async def send(self, batch: Batch) -> list[Receipt]:
+    async def send(self, batch: Batch) -> Sequence[Receipt]:
         if self._session is None:
             raise RuntimeError("HttpSms.send before start()")
+        numbers = batch.addresses
+        if (
+            len(numbers) <= self.cfg.numbers_per_request
+            and _PLAIN_NUMBERS.fullmatch("\n".join(numbers))
+            and len(set(numbers)) == len(numbers)
+        ):
+            # The usual batch: plain valid numbers, each once — one request.
+            return await self._send_chunk(batch, batch.targets)
         receipts: list[Receipt] = []
         good: list[Target] = []
         for t in batch.targets:
@@ -137,7 +232,7 @@ class HttpSms(HttpChannel):
 
     def _body(self, batch: Batch, targets: Sequence[Target], ref: str) -> dict[str, Any]:
         cfg = self.cfg
-        numbers = [t.address for t in targets]
+        numbers = addresses_of(targets)
         body: dict[str, Any] = dict(cfg.extra)
         body[cfg.numbers_field] = (
             numbers if cfg.numbers_join is None else cfg.numbers_join.join(numbers)
@@ -165,7 +260,7 @@ class HttpSms(HttpChannel):
             }
         return headers
 
-    async def _send_chunk(self, batch: Batch, targets: list[Target]) -> list[Receipt]:
+    async def _send_chunk(self, batch: Batch, targets: Sequence[Target]) -> Sequence[Receipt]:
         if self._session is None:
             raise RuntimeError("send before start()")
         cfg = self.cfg
@@ -193,7 +288,9 @@ class HttpSms(HttpChannel):
                 ref=ref,
                 error=type(exc).__name__,
             )
-            return transport_receipts(targets, exc, idempotent=False, who="sms gateway")
+            return transport_receipts(
+                targets, exc, idempotent=False, who="sms gateway", reference=ref
+            )
         log.info("channel.request", channel=self.name, numbers=len(targets), ref=ref, status=status)
         code = str(status)
         if status == 429:
@@ -235,7 +332,7 @@ class HttpSms(HttpChannel):
             ]
         return self._per_number(targets, text, ref)
 
-    def _per_number(self, targets: list[Target], text: str, ref: str) -> list[Receipt]:
+    def _per_number(self, targets: Sequence[Target], text: str, ref: str) -> Sequence[Receipt]:
         cfg = self.cfg
         try:
             doc = json.loads(text)
@@ -246,20 +343,45 @@ class HttpSms(HttpChannel):
             # The gateway said 200 but not what it did: it may have sent them all.
             return [
                 Receipt.uncertain(
-                    t.delivery_id, f"gateway answered 200 without per-number results (ref {ref})"
+                    t.delivery_id,
+                    f"gateway answered 200 without per-number results (ref {ref})",
+                    provider_id=ref,
                 )
                 for t in targets
             ]
+        rid: str | None = ref if cfg.reference_field else None
+        if cfg.result_request_field is not None:
+            got = _get(doc, cfg.result_request_field)
+            rid = str(got) if got not in (None, "") else None
         by_number: dict[str, dict[str, Any]] = {}
         for item in results:
             if isinstance(item, dict) and item.get(cfg.result_number_field) is not None:
                 by_number[str(item[cfg.result_number_field])] = item
+        items = [by_number.get(a) for a in addresses_of(targets)]
+        if None not in items:
+            codes = {str(it.get(cfg.result_code_field, "")) for it in items if it is not None}
+            if len(codes) == 1 and (code := codes.pop()) in cfg.success_codes:
+                # Every number accepted with the same code: one Receipts for all.
+                id_field = cfg.result_id_field
+                pids = [
+                    None if it is None or (p := it.get(id_field)) is None else str(p)
+                    for it in items
+                ]
+                return Receipts(
+                    delivery_ids_of(targets),
+                    Outcome.SENT,
+                    provider_ids=pids,
+                    provider_status=code,
+                    request_id=rid,
+                )
         out: list[Receipt] = []
         for t in targets:
             item = by_number.get(t.address)
             if item is None:
                 out.append(
-                    Receipt.uncertain(t.delivery_id, f"no result for this number (ref {ref})")
+                    Receipt.uncertain(
+                        t.delivery_id, f"no result for this number (ref {ref})", provider_id=ref
+                    )
                 )
                 continue
             rcode = str(item.get(cfg.result_code_field, ""))
@@ -267,7 +389,12 @@ class HttpSms(HttpChannel):
             if rcode in cfg.success_codes:
                 pid = item.get(cfg.result_id_field)
                 out.append(
-                    Receipt.sent(t.delivery_id, str(pid) if pid is not None else None, status=rcode)
+                    Receipt.sent(
+                        t.delivery_id,
+                        str(pid) if pid is not None else None,
+                        status=rcode,
+                        request_id=rid,
+                    )
                 )
             elif rcode in cfg.retry_codes:
                 out.append(
@@ -276,6 +403,136 @@ class HttpSms(HttpChannel):
             else:
                 out.append(Receipt.failed(t.delivery_id, f"gateway: {msg}", status=rcode))
         return out
+
+    # ------------------------------------------------------------ reconcile
+    async def reconcile(self, targets: Sequence[Target]) -> list[Receipt]:
+        """Ask the status-query API about deliveries in doubt, one query per
+        request id (and at most ``numbers_per_request`` numbers)."""
+        cfg = self.cfg
+        if cfg.query_url is None:
+            return await super().reconcile(targets)
+        if self._session is None:
+            raise RuntimeError("HttpSms.reconcile before start()")
+        out: list[Receipt] = []
+        by_ref: dict[str | None, list[Target]] = {}
+        for t in targets:
+            if t.reference is None and cfg.query_reference_field is not None:
+                # Asked by numbers alone, the provider would answer about every
+                # message those numbers got: not evidence about this one.
+                out.append(
+                    Receipt.uncertain(t.delivery_id, "no request id to query the gateway by")
+                )
+            else:
+                by_ref.setdefault(t.reference, []).append(t)
+        queries = [
+            (ref, chunk)
+            for ref, group in by_ref.items()
+            for chunk in _chunks_unique(group, cfg.numbers_per_request)
+        ]
+        out += await gather_limited(
+            queries, lambda q: self._query(q[0], q[1]), self.config.max_connections
+        )
+        return out
+
+    def _query_request(self, ref: str | None, targets: Sequence[Target]) -> dict[str, Any]:
+        """``params`` (GET) or ``data`` + headers (POST) of one status query."""
+        cfg = self.cfg
+        numbers = [t.address for t in targets]
+        fields: dict[str, Any] = dict(cfg.query_extra)
+        if cfg.query_reference_field is not None and ref is not None:
+            fields[cfg.query_reference_field] = ref
+        as_json = cfg.query_method == "POST" and cfg.query_format == "json"
+        if cfg.query_numbers_field is not None:
+            join = cfg.numbers_join
+            if join is None and not as_json:
+                join = ","
+            fields[cfg.query_numbers_field] = numbers if join is None else join.join(numbers)
+        from urllib.parse import urlencode
+
+        if cfg.query_method == "GET":
+            query = urlencode(fields)
+            return {"params": fields, "headers": self._headers(query.encode())}
+        if as_json:
+            payload = json.dumps(fields, ensure_ascii=False).encode()
+            ctype = "application/json; charset=utf-8"
+        else:
+            payload = urlencode(fields).encode()
+            ctype = "application/x-www-form-urlencoded"
+        return {"data": payload, "headers": {"Content-Type": ctype, **self._headers(payload)}}
+
+    async def _query(self, ref: str | None, targets: list[Target]) -> list[Receipt]:
+        cfg = self.cfg
+        if cfg.query_url is None or self._session is None:
+            raise RuntimeError("HttpSms._query without query_url or before start()")
+
+        def doubt(why: str) -> list[Receipt]:
+            return [Receipt.uncertain(t.delivery_id, why, provider_id=ref) for t in targets]
+
+        try:
+            async with self._session.request(
+                cfg.query_method, cfg.query_url, **self._query_request(ref, targets)
+            ) as resp:
+                status = resp.status
+                text = await resp.text(errors="replace")
+        except TRANSPORT_ERRORS as exc:
+            log.warning(
+                "channel.query_failed", channel=self.name, ref=ref, error=type(exc).__name__
+            )
+            return doubt(f"status query failed: {type(exc).__name__}")
+        if not 200 <= status < 300:
+            log.warning("channel.query_failed", channel=self.name, ref=ref, status=status)
+            return doubt(f"status query answered {status}")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        results = _get(doc, cfg.query_results_field)
+        if not isinstance(results, list):
+            return doubt("status query answer has no per-number results")
+        items: dict[str, list[dict[str, Any]]] = {}
+        for item in results:
+            if isinstance(item, dict) and item.get(cfg.query_number_field) is not None:
+                items.setdefault(str(item[cfg.query_number_field]), []).append(item)
+        out: list[Receipt] = []
+        for t in targets:
+            answers = [self._query_result(t, item, ref) for item in items.get(t.address, [])]
+            r = max(answers, key=lambda a: _RANK.get(a.outcome, 0), default=None)
+            if r is None:
+                if cfg.query_missing == "not_sent":
+                    r = Receipt.retry(t.delivery_id, "the gateway has no record of it", after=0)
+                else:
+                    r = Receipt.uncertain(
+                        t.delivery_id, "status query does not list this number", provider_id=ref
+                    )
+            out.append(r)
+        log.info(
+            "channel.reconciled",
+            channel=self.name,
+            ref=ref,
+            numbers=len(targets),
+            **{o.value: sum(1 for r in out if r.outcome is o) for o in {r.outcome for r in out}},
+        )
+        return out
+
+    def _query_result(self, t: Target, item: dict[str, Any], ref: str | None) -> Receipt:
+        cfg = self.cfg
+        did = t.delivery_id
+        status = str(item.get(cfg.query_status_field, ""))
+        pid = item.get(cfg.query_id_field)
+        mid = str(pid) if pid not in (None, "") else None
+        # The request warnd asked about is what later receipts name (warnd's id).
+        rid = ref if cfg.result_request_field is None else None
+        if status in cfg.query_delivered:
+            return Receipt.delivered(did, mid, status=status, request_id=rid)
+        if status in cfg.query_sent:
+            return Receipt.sent(did, mid, status=status, request_id=rid)
+        if status in cfg.query_failed:
+            return Receipt.failed(did, f"gateway: {status}", status=status)
+        if status in cfg.query_not_sent:
+            return Receipt.retry(
+                did, f"the gateway has no record of it ({status})", after=0, status=status
+            )
+        return Receipt.uncertain(did, f"status query: unknown status {status!r}", provider_id=ref)
 
     # ------------------------------------------------------------ receipts
     async def parse_callback(self, request: web.Request, body: bytes) -> list[CallbackReceipt]:
@@ -287,22 +544,37 @@ class HttpSms(HttpChannel):
         items = doc if cfg.receipts_field is None else _get(doc, cfg.receipts_field)
         if not isinstance(items, list):
             raise BadRequest(f"the status callback has no list at {cfg.receipts_field or '(body)'}")
+        by_request = cfg.receipt_match == "request"
+        need = (
+            (cfg.receipt_request_field, cfg.receipt_number_field)
+            if by_request
+            else (cfg.receipt_id_field,)
+        )
         out: list[CallbackReceipt] = []
         for item in items:
-            if not isinstance(item, dict) or item.get(cfg.receipt_id_field) is None:
-                raise BadRequest(f"a status item without {cfg.receipt_id_field!r}: {item!r}"[:300])
+            if not isinstance(item, dict) or any(item.get(f) in (None, "") for f in need):
+                names = " and ".join(repr(f) for f in need)
+                raise BadRequest(f"a status item without {names}: {item!r}"[:300])
             status = str(item.get(cfg.receipt_status_field, ""))
             ok = status in cfg.receipt_delivered
+            mid = item.get(cfg.receipt_id_field)
+            hidden = {cfg.result_number_field, cfg.receipt_number_field}
             out.append(
                 CallbackReceipt(
                     state=CallbackState.DELIVERED if ok else CallbackState.FAILED,
-                    provider_id=str(item[cfg.receipt_id_field]),
+                    provider_id=str(mid) if mid not in (None, "") else None,
                     provider_status=status,
                     error=None if ok else status,
-                    raw={k: str(v) for k, v in item.items() if k != cfg.result_number_field},
+                    raw={k: str(v) for k, v in item.items() if k not in hidden},
+                    request_id=str(item[cfg.receipt_request_field]) if by_request else None,
+                    address=str(item[cfg.receipt_number_field]) if by_request else None,
                 )
             )
         return out
+
+
+_PLAIN_NUMBERS = re.compile(r"(?:\+?[1-9]\d{6,14}\n)*\+?[1-9]\d{6,14}")
+"""Numbers one per line, each as :func:`valid_number` accepts it without cleaning."""
 
 
 def _chunks_unique(targets: list[Target], size: int) -> list[list[Target]]:

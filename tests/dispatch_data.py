@@ -1,22 +1,33 @@
-"""Shared helpers of the dispatch tests: 菏泽 areas, subscribers, the app, polling."""
+"""Shared helpers of the dispatch tests: 菏泽 areas, subscribers, the app and its API, polling.
+
+Registered as a pytest plugin (tests/conftest.py), so its fixtures — ``heze``,
+``app_for`` — are available to every test module."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from areas_data import ADMIN
 from redis.asyncio import Redis
 from subscribers_data import heze_streets
 
+from warnd.api.app import create_app
+from warnd.api.context import SERVICES
 from warnd.area_import import import_file
 from warnd.areas import AreaLevel, AreaRegistry
+from warnd.auth import Role
+from warnd.channel import Channel
+from warnd.dispatch.service import DISPATCH, Dispatcher
 from warnd.groups import GroupSettings, GroupTable
 from warnd.keys import Keys
+from warnd.settings import Settings
 from warnd.subscribers import Subscriber, SubscriberContext, SubscriberStore
 from warnd.taxonomy import load_default
 
@@ -133,6 +144,81 @@ def alert_body(
         ],
         **extra,
     }
+
+
+# ------------------------------------------------------------------ the app
+
+Client = TestClient[Any, Any]
+
+
+async def start_app(
+    settings: Settings,
+    redis: Redis,
+    *,
+    port: int = 0,
+    channels: Mapping[str, Channel] | None = None,
+) -> tuple[Client, str]:
+    """warnd's app (feeds not polled) on a real listening port, and an operator token;
+    ``channels`` instead of those the settings configure."""
+    app = create_app(settings, redis=redis, poll_feeds=False, channels=channels)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    token, _ = await app[SERVICES].tokens.create("ops", Role.OPERATOR, [], actor="test")
+    return client, token
+
+
+def dispatcher(client: Client) -> Dispatcher:
+    return client.app[DISPATCH]
+
+
+async def submit(client: Client, token: str, body: dict[str, Any], path: str = "/v1/alerts") -> str:
+    resp = await client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+    doc = await resp.json()
+    assert resp.status in (200, 202), doc
+    return str(doc["id"])
+
+
+async def deliveries(client: Client, token: str, aid: str, **query: str) -> dict[str, Any]:
+    """``GET /v1/alerts/{aid}/deliveries`` (plan, counts, a page of deliveries)."""
+    resp = await client.get(
+        f"/v1/alerts/{aid}/deliveries", params=query, headers={"Authorization": f"Bearer {token}"}
+    )
+    doc = await resp.json()
+    assert resp.status == 200, doc
+    return dict(doc)
+
+
+async def counts(client: Client, token: str, aid: str) -> dict[str, int]:
+    """Deliveries of an alert per state."""
+    return dict((await deliveries(client, token, aid, limit="1"))["counts"])
+
+
+SANDBOX = {"provider": "sandbox", "record": "redis"}
+
+
+@pytest.fixture
+async def heze(redis: Redis, tmp_path: Path) -> AreaRegistry:
+    """菏泽's codes down to the villages (no boundaries), imported and loaded."""
+    return await import_heze_codes(redis, tmp_path)
+
+
+@pytest.fixture
+async def app_for(
+    redis: Redis, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start warnd apps (sandbox SMS unless ``channels`` is given); all closed after."""
+    clients: list[Client] = []
+
+    async def make(**overrides: Any) -> tuple[Client, str]:
+        overrides.setdefault("channels", {"sms": dict(SANDBOX)})
+        dispatch = {"reclaim_idle": 5, "sweep_interval": 0.5, **overrides.pop("dispatch", {})}
+        client, token = await start_app(make_settings(dispatch=dispatch, **overrides), redis)
+        clients.append(client)
+        return client, token
+
+    yield make
+    for c in clients:
+        await c.close()
 
 
 # ------------------------------------------------------------------ daemons

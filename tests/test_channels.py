@@ -19,10 +19,16 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
-from peers import CloudSmsServer, Kannel, Mosquitto, WeChatServer, free_port
+from peers import (
+    CloudSmsServer,
+    Kannel,
+    Mosquitto,
+    SimulatedBoard,
+    SmtpRecorder,
+    WeChatServer,
+    free_port,
+    smtp_controller,
+)
 from redis.asyncio import Redis
 
 from warnd.api.app import create_app
@@ -498,7 +504,10 @@ async def test_receipts_route_authenticates_parses_and_records(
     app = create_app(settings, redis=redis, channels={"sms": ch})
     app[RECEIPT_SINK] = redis_sink(redis, Keys())  # the default, whatever dispatch plugs in
     body = {
-        "receipts": [{"msg_id": "m1", "status": "DELIVRD"}, {"msg_id": "m2", "status": "UNDELIV"}]
+        "receipts": [
+            {"out_id": "q1", "phone": "13800138000", "msg_id": "m1", "status": "DELIVRD"},
+            {"out_id": "q1", "phone": "13900139000", "status": "UNDELIV"},
+        ]
     }
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/v1/receipts/sms?secret=wrong", json=body)
@@ -514,11 +523,41 @@ async def test_receipts_route_authenticates_parses_and_records(
         assert await resp.json() == {"channel": "sms", "accepted": 2}
         spec = await (await client.get("/v1/openapi.json")).json()
         assert "/v1/receipts/{channel}" in spec["paths"]
+        # Matched by request id and number: an item without them is refused.
+        resp = await client.post(
+            "/v1/receipts/sms?secret=" + RECEIPT_SECRET,
+            json={"receipts": [{"msg_id": "m3", "status": "DELIVRD"}]},
+        )
+        assert resp.status == 400
     rows = [f for _, f in await redis.xrange(Keys().callback_receipts)]
-    assert [(r["provider_id"], r["state"]) for r in rows] == [
-        ("m1", "delivered"),
-        ("m2", "failed"),
+    assert [(r["request_id"], r.get("provider_id"), r["state"]) for r in rows] == [
+        ("q1", "m1", "delivered"),
+        ("q1", None, "failed"),
     ]
+    assert all("13800138000" not in json.dumps(r) for r in rows)  # numbers masked
+
+
+async def test_http_sms_receipt_matching_is_configured_per_provider(
+    cloud_sms: tuple[CloudSmsServer, str],
+) -> None:
+    url = cloud_sms[1]
+    with pytest.raises(ConfigError):
+        build("sms", http_sms_raw(url, reference_field=None), AUTH="x", RS=RECEIPT_SECRET)
+    by_biz = build(
+        "sms",
+        http_sms_raw(url, reference_field=None, result_request_field="biz_id"),
+        AUTH="x",
+        RS=RECEIPT_SECRET,
+    )
+    assert by_biz.async_receipts and not by_biz.message_id_receipts
+    ch = await http_sms(url, reference_field=None, receipt_match="message_id")
+    try:
+        assert ch.message_id_receipts
+        receipts = await ch.send(batch([Target("d1", "13800138000")]))
+    finally:
+        await ch.stop()
+    assert [(r.outcome, r.request_id) for r in receipts] == [(Outcome.SENT, None)]
+    assert receipts[0].provider_id is not None
 
 
 async def test_sandbox_posts_asynchronous_receipts_to_warnd(
@@ -660,49 +699,10 @@ async def test_wechat_server_side_limit_is_retried_after_the_window(
 # ============================================================= email
 
 
-class Recorder:
-    def __init__(self, reject: set[str]) -> None:
-        self.reject = reject
-        self.messages: list[tuple[list[str], bytes]] = []
-        self.sessions = 0
-
-    async def handle_EHLO(
-        self,
-        server: SMTPServer,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        self.sessions += 1
-        session.host_name = hostname
-        return responses
-
-    async def handle_RCPT(
-        self,
-        server: SMTPServer,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if address in self.reject:
-            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or b""
-        self.messages.append((list(envelope.rcpt_tos), data))
-        return "250 2.0.0 Ok: queued"
-
-
 @pytest.fixture
-def smtp_server() -> Iterator[tuple[Recorder, int]]:
-    recorder = Recorder(reject={"nobody@heze.gov.cn"})
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
+def smtp_server() -> Iterator[tuple[SmtpRecorder, int]]:
+    recorder = SmtpRecorder(reject={"nobody@heze.gov.cn"})
+    controller, port = smtp_controller(recorder)
     try:
         yield recorder, port
     finally:
@@ -726,7 +726,7 @@ class TestEmailContract(ChannelContract):
     valid: ClassVar[list[str]] = ["zhang@heze.gov.cn", "li@caoxian.gov.cn"]
 
     @pytest.fixture
-    async def channel(self, smtp_server: tuple[Recorder, int]) -> AsyncIterator[Channel]:
+    async def channel(self, smtp_server: tuple[SmtpRecorder, int]) -> AsyncIterator[Channel]:
         ch = build("email", email_raw(smtp_server[1]))
         await ch.start()
         yield ch
@@ -742,7 +742,7 @@ class TestEmailContract(ChannelContract):
 
 
 async def test_email_multipart_chinese_headers_and_rejected_recipients(
-    smtp_server: tuple[Recorder, int],
+    smtp_server: tuple[SmtpRecorder, int],
 ) -> None:
     recorder, port = smtp_server
     ch = build("email", email_raw(port))
@@ -776,31 +776,6 @@ async def test_email_multipart_chinese_headers_and_rejected_recipients(
 # ============================================================= boards
 
 
-class Board:
-    """A simulated board: status online (offline as last will), acks what it shows."""
-
-    def __init__(self, broker: Mosquitto, board_id: str, prefix: str = "warnd/boards") -> None:
-        self.broker, self.id, self.prefix = broker, board_id, prefix
-        self.shown: list[dict[str, Any]] = []
-        self.ready = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        will = aiomqtt.Will(f"{self.prefix}/{self.id}/status", "offline", qos=1, retain=True)
-        async with aiomqtt.Client(self.broker.host, self.broker.port, will=will) as client:
-            await client.subscribe(f"{self.prefix}/{self.id}/display", qos=1)
-            await client.publish(f"{self.prefix}/{self.id}/status", "online", qos=1, retain=True)
-            self.ready.set()
-            async for message in client.messages:
-                payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-                self.shown.append(payload)
-                ack = {
-                    "delivery_id": payload["delivery_id"],
-                    "status": "cleared" if payload["action"] == "clear" else "shown",
-                }
-                await client.publish(f"{self.prefix}/{self.id}/ack", json.dumps(ack), qos=1)
-
-
 async def mark_offline(broker: Mosquitto, board_id: str) -> None:
     """What the broker publishes when a board's connection dies: its last will."""
     async with aiomqtt.Client(broker.host, broker.port) as client:
@@ -808,8 +783,8 @@ async def mark_offline(broker: Mosquitto, board_id: str) -> None:
 
 
 @pytest.fixture
-async def boards(mosquitto: Mosquitto) -> AsyncIterator[Board]:
-    board = Board(mosquitto, "caoxian-01")
+async def boards(mosquitto: Mosquitto) -> AsyncIterator[SimulatedBoard]:
+    board = SimulatedBoard(mosquitto, "caoxian-01")
     board.task = asyncio.create_task(board.run())
     await asyncio.wait_for(board.ready.wait(), 30)
     await mark_offline(mosquitto, "shanxian-07")
@@ -829,7 +804,7 @@ class TestMqttBoardContract(ChannelContract):
     invalid = "bad/board#"
 
     @pytest.fixture
-    async def channel(self, mosquitto: Mosquitto, boards: Board) -> AsyncIterator[Channel]:
+    async def channel(self, mosquitto: Mosquitto, boards: SimulatedBoard) -> AsyncIterator[Channel]:
         ch = build("board", mqtt_raw(mosquitto, password_env="MP", username="warnd"), MP=SECRET)
         await ch.start()
         yield ch
@@ -847,7 +822,7 @@ class TestMqttBoardContract(ChannelContract):
 
 
 async def test_board_acks_offline_fails_fast_and_cancel_clears(
-    mosquitto: Mosquitto, boards: Board
+    mosquitto: Mosquitto, boards: SimulatedBoard
 ) -> None:
     ch = build("board", mqtt_raw(mosquitto))
     await ch.start()
@@ -976,3 +951,25 @@ def test_mask_address() -> None:
         "outcome": "sent",
         "provider_id": "p",
     }
+
+
+def test_readme_channel_examples_are_valid_configurations() -> None:
+    """Every ``[channels.*]`` example in the README's Channels section builds."""
+    import re
+    import tomllib
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Channels\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.DOTALL)
+    built: list[tuple[str, str]] = []
+    for block in blocks:
+        for name, raw in tomllib.loads(block).get("channels", {}).items():
+            # The secrets they name come from the environment.
+            env = {v: "x" for k, v in raw.items() if k.endswith("_env")}
+            ch = build(name, raw, ChannelContext(base_dir=Path("/etc/warnd")), **env)
+            built.append((name, raw["provider"]))
+            assert ch.provider == raw["provider"] or raw["provider"] == "sandbox"
+    classes = load_channel_classes()
+    documented = {name for name, _ in built}
+    assert documented == set(classes), documented  # an example for every channel
+    assert ("sms", "kannel") in built and ("sms", "http") in built

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from areas_data import full_registry
@@ -12,7 +12,9 @@ from subscribers_data import alert, geocode, group_table
 from warnd.areas import AreaRegistry
 from warnd.dispatch.lanes import Lanes
 from warnd.dispatch.planner import PlanWriter
-from warnd.dispatch.store import DeliveryStore
+from warnd.dispatch.states import DeliveryState
+from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, pack_numbers
+from warnd.groups import CHANNELS, ChannelName
 from warnd.keys import Keys
 from warnd.match import Matcher
 from warnd.subscribers import Subscriber, SubscriberContext, SubscriberStore
@@ -106,7 +108,7 @@ async def test_endpoint_columns_give_the_same_deliveries(matcher: Matcher) -> No
         for d in batch
     )
     columns = []
-    async for cols in a.endpoint_columns(matcher.store, batch=7, start=0):
+    for cols in a.endpoint_columns(batch=7, start=0):
         for col in cols:
             assert len(col.at) == len(col) == len(col.subscriber_ids) == len(col.languages)
             for at, sid, address, lang in zip(
@@ -136,7 +138,7 @@ async def test_endpoint_columns_span(matcher: Matcher) -> None:
     )
     seen = [
         at
-        async for cols in a.endpoint_columns(matcher.store, batch=4, start=5, stop=17)
+        for cols in a.endpoint_columns(batch=4, start=5, stop=17)
         for col in cols
         for at in col.at.tolist()
     ]
@@ -160,3 +162,87 @@ async def test_add_many_plans_each_endpoint_once(redis: Redis) -> None:
     assert sorted(await store.areas_of(got[0])) == sorted(
         {"sms": ["371721", "371721", "y", "371722"], "email": ["371721"]}[got[0].channel]
     )
+
+
+async def test_coverage_counts_runs_of_subscribers_like_single_deliveries(redis: Redis) -> None:
+    """Batches whose subscriber numbers are a run are counted as a range; the
+    counts must be those of counting each delivery's first time."""
+    store = DeliveryStore(redis, Keys())
+    aid = "alert1"
+    await store.start_plan(aid, {"status": "planning", "prio": "hi", "accepted_ms": 0})
+    codes = ["371721101", "371721102", "371721103"]
+    batches: list[tuple[list[int], list[int]]] = [
+        (list(range(3, 43)), [i % 3 for i in range(40)]),  # a run, unaligned ends
+        (list(range(30, 50)), [(i // 7) % 3 for i in range(20)]),  # overlaps the first
+        ([60, 62, 61, NOSUB], [0, 1, 2, 2]),  # no run
+        (list(range(64, 64 + 300)), [0] * 100 + [1] * 200),  # a run over whole bytes
+        ([7], [1]),  # a run of one, already counted
+    ]
+    for nums, areas in batches:
+        record = BatchRecord.encode("sms", 0, [f"+8613{n:09d}" for n in nums], priority="hi")
+        await store.add_batch(aid, record, "sms", codes, areas, numbers=pack_numbers(nums))
+    got = await store.batches(aid, list(range(len(batches))))
+    runs = [k for k in range(len(batches)) if ";r" in got[k].hist]
+    assert runs == [0, 1, 3, 4]  # 1 and 4 are runs, but overlap what was counted
+    for k in range(len(batches)):
+        await store.move(got[k], None, "q", DeliveryState.SENDING, claim=True)
+        await store.move(got[k], None, "s", DeliveryState.SENT, bump="1")
+    # What counting one delivery at a time gives: a subscriber counts in the
+    # area of its first delivery, once.
+    first: dict[int, int] = {}
+    for nums, areas in batches:
+        for n, a in zip(nums, areas, strict=True):
+            if n != NOSUB:
+                first.setdefault(n, a)
+    index = await redis.lrange(store.key(aid, "areas"), 0, -1)
+    expected: dict[str, int] = {}
+    for a in first.values():
+        i = index.index(codes[a])
+        for kind in ("t", "r"):
+            expected[f"{kind}{i}"] = expected.get(f"{kind}{i}", 0) + 1
+    cv = cast(dict[str, str], await redis.hgetall(store.key(aid, "cv")))
+    assert {f: int(v) for f, v in cv.items() if f[0] in "tr"} == expected
+    for part in ("tb", "rb"):
+        size = await redis.strlen(store.key(aid, part))
+        on = {i for i in range(size * 8) if await redis.getbit(store.key(aid, part), i)}
+        assert on == set(first), part
+    assert sum(int(v) for f, v in cv.items() if f.startswith("h")) == len(first)
+
+
+async def test_index_addresses_packed_until_one_does_not_fit(matcher: Matcher) -> None:
+    """Short ASCII addresses are held packed; a longer or non-ASCII one turns its
+    channel's column into variable-width text without losing any address."""
+    await put(
+        matcher,
+        *(
+            {"id": f"w{i}", "area": "371721101", "endpoints": {"wechat": f"robot-{i}"}}
+            for i in range(5)
+        ),
+        {"id": "m0", "area": "371721101", "endpoints": {"email": "a@b.cn"}},
+    )
+    ix = matcher.index
+    wechat, email = CHANNELS.index(ChannelName.WECHAT), CHANNELS.index(ChannelName.EMAIL)
+    column = ix.addr[wechat]
+    assert column is not None and column.dtype.kind == "S"
+    await matcher.store.delete_many(["w1"])
+    await put(
+        matcher,
+        {"id": "w9", "area": "371721101", "endpoints": {"wechat": "caoxian-duty-room-robot"}},
+        {"id": "m1", "area": "371721101", "endpoints": {"email": "张三@heze.gov.cn"}},
+    )
+    assert all(c is not None and c.dtype.kind != "S" for c in (ix.addr[wechat], ix.addr[email]))
+    a = await matcher.match(
+        alert({"hazard": "rainstorm", "level": "red", "areas": [geocode("371721")]})
+    )
+    got = {
+        (sid, col.channel.value, address)
+        for cols in a.endpoint_columns(batch=4)
+        for col in cols
+        for sid, address in zip(col.subscriber_ids, col.addresses, strict=True)
+    }
+    assert got == {
+        *((f"w{i}", "wechat", f"robot-{i}") for i in (0, 2, 3, 4)),
+        ("w9", "wechat", "caoxian-duty-room-robot"),
+        ("m0", "email", "a@b.cn"),
+        ("m1", "email", "张三@heze.gov.cn"),
+    }

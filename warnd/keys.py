@@ -49,6 +49,11 @@ class Keys:
         """Hash: token id → digest, so tokens can be listed and revoked by id."""
         return f"{self.prefix}:tokens"
 
+    # --------------------------------------------------------------- console
+    def console_session(self, digest: str) -> str:
+        """Hash: one console session (the SHA-256 of its cookie value names it)."""
+        return f"{self.prefix}:console:session:{digest}"
+
     # ----------------------------------------------------------------- audit
     @property
     def audit(self) -> str:
@@ -81,6 +86,11 @@ class Keys:
         return f"{self.prefix}:areas:digests"
 
     # ----------------------------------------------------------- subscribers
+    @property
+    def subscriber_import_digests(self) -> str:
+        """Hash: resolved path of a configured roster → SHA-256 last imported."""
+        return f"{self.prefix}:subs:digests"
+
     def subscriber_bucket(self, bucket: int) -> str:
         """Hash: subscriber id → packed record, for ids whose CRC-32 falls in ``bucket``."""
         return f"{self.prefix}:sub:{bucket:03x}"
@@ -176,6 +186,15 @@ class Keys:
         """Sorted set: delivery ids awaiting acknowledgement, scored by deadline."""
         return f"{self.prefix}:{{d}}:ackdue"
 
+    def dispatch_reconcile(self, channel: str) -> str:
+        """Sorted set: a channel's ``uncertain`` delivery ids, scored by when to
+        ask the provider about them next (epoch s)."""
+        return f"{self.prefix}:{{d}}:reconcile:{channel}"
+
+    def dispatch_reconcile_tries(self, channel: str) -> str:
+        """Hash: delivery id → how often the provider was asked about it."""
+        return f"{self.prefix}:{{d}}:reconcile:{channel}:tries"
+
     @property
     def dispatch_secret(self) -> str:
         """String: the key acknowledgement tokens are derived with."""
@@ -190,7 +209,8 @@ class Keys:
         return f"{self.prefix}:ack:{token}"
 
     def provider_ids(self, channel: str, day: str) -> str:
-        """Hash: a provider's message id → delivery id (receipts naming only the former)."""
+        """Hash: a provider's message id → delivery id (receipts naming only the former),
+        or ``r:<request id>`` → the request's deliveries (see warnd/dispatch/correlate.py)."""
         return f"{self.prefix}:ch:{channel}:pid:{day}"
 
     @property

@@ -37,8 +37,10 @@ Blind spots
 The index
     :class:`SubscriberIndex` holds, per subscriber slot, numpy arrays of the
     area key (canonical code padded to 12 digits, so a code prefix is one
-    key range), WGS-84 lon/lat, group and channel bitmasks and a language
-    number, plus a key-sorted copy for range lookups. Writes since the last
+    key range), WGS-84 lon/lat, group and channel bitmasks, a language
+    number and the address on each channel, plus a key-sorted copy for
+    range lookups (dispatch reads an audience's addresses from it: planning
+    a million deliveries reads no subscriber record). Writes since the last
     sort go to a small delta scanned directly; the sort is redone when the
     delta grows. :class:`Matcher` loads it from Redis at start, applies
     writes made through its own store at once, and before each match
@@ -51,7 +53,7 @@ import asyncio
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -72,7 +74,17 @@ I32 = npt.NDArray[np.int32]
 
 _LEVELS: tuple[Level | None, ...] = (None, Level.BLUE, Level.YELLOW, Level.ORANGE, Level.RED)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
-_UNKNOWN_LANGUAGE = 255
+_UNKNOWN_LANGUAGE = 65535
+_ADDRESS = 7
+"""Position of the first channel's address in a stored record (see :data:`Row`)."""
+_PACKED = np.dtype("S16")
+"""An address column while every address in it is ASCII of at most 16 bytes (phone
+numbers in E.164 are): 16 bytes a slot instead of a pointer and a str object."""
+_TEXT: np.dtype[Any] = (
+    np.dtypes.StringDType() if hasattr(np.dtypes, "StringDType") else np.dtype(object)
+)
+"""Any other address column: numpy's variable-width strings (numpy 2), which keep
+no Python object per address; str objects on older numpy."""
 
 
 def area_key(code: str) -> int:
@@ -233,7 +245,12 @@ class SubscriberIndex:
         self.lat: npt.NDArray[np.float64] = np.full(capacity, np.nan)
         self.grp: npt.NDArray[np.uint64] = np.zeros(capacity, np.uint64)
         self.chan: npt.NDArray[np.uint8] = np.zeros(capacity, np.uint8)
-        self.lang: npt.NDArray[np.uint8] = np.zeros(capacity, np.uint8)
+        self.lang: npt.NDArray[np.uint16] = np.zeros(capacity, np.uint16)
+        self.addr: list[npt.NDArray[Any] | None] = [None] * len(CHANNELS)
+        """Per channel (in :data:`CHANNELS` order), each slot's address (``None``
+        or empty where it has none: :attr:`chan` says which); a channel's array
+        exists once any subscriber has an address on it, :data:`_PACKED` while
+        its addresses fit, else of str objects (see :meth:`addresses`)."""
         self.alive: npt.NDArray[np.bool_] = np.zeros(capacity, bool)
         self.gen: npt.NDArray[np.uint32] = np.zeros(capacity, np.uint32)
         """Bumped when a slot's subscriber is deleted, so a stale slot is never misread."""
@@ -263,6 +280,7 @@ class SubscriberIndex:
         self.grp = more(self.grp)
         self.chan = more(self.chan)
         self.lang = more(self.lang)
+        self.addr = [None if a is None else more(a) for a in self.addr]
         self.alive = more(self.alive)
         self.gen = more(self.gen)
         self._dirty = more(self._dirty)
@@ -277,9 +295,18 @@ class SubscriberIndex:
             *(self.key, self.lon, self.lat, self.grp, self.chan, self.lang, self.alive),
             *(self._dirty, self._scratch, self.ids, self._at, self.gen, self._stale),
             *(getattr(self._sorted, f) for f in _CAND_FIELDS),
+            *(a for a in self.addr if a is not None),
         )
         total: int = sum(int(a.nbytes) for a in arrays)
         total += sys.getsizeof(self._pos) + sum(sys.getsizeof(k) for k in self._pos)
+        for a in self.addr:  # text held outside the array itself
+            if a is None or a.dtype == _PACKED:
+                continue
+            values = a[: self._n].tolist()
+            if a.dtype == object:
+                total += sum(sys.getsizeof(x) for x in values if x)
+            else:  # numpy's string arena: long strings only (short ones are inline)
+                total += sum(len(x.encode()) + 8 for x in values if len(x) > 15)
         return total + 8 * len(self._delta) + 8 * len(self._free)
 
     def _area_key(self, code: str) -> int:
@@ -373,6 +400,8 @@ class SubscriberIndex:
             self.lang[slots] = [
                 langs[r[5]] if r[5] in langs else self._language(r[5]) for r in rows
             ]
+            for c in range(len(CHANNELS)):
+                self._set_addresses(c, slots, [r[_ADDRESS + c] for r in rows])
             self.alive[slots] = True
             uniq, m = np.unique(keys, return_counts=True)
             for k, c in zip(uniq.tolist(), m.tolist(), strict=True):
@@ -389,9 +418,51 @@ class SubscriberIndex:
             self.alive[arr] = False
             self.gen[arr] += 1
             self.ids[arr] = None
+            for a in self.addr:
+                if a is not None:
+                    a[arr] = b"" if a.dtype == _PACKED else ""
             self._free.extend(gone)
             self._touch(arr)
         self._counts_stale = True
+
+    def _set_addresses(
+        self, c: int, slots: npt.NDArray[np.int64], column: list[str | None]
+    ) -> None:
+        held = self.addr[c]
+        if held is None and column.count(None) == len(column):
+            return
+        packed: list[bytes] | None = None
+        if held is None or held.dtype == _PACKED:
+            try:
+                packed = [a.encode("ascii") if a is not None else b"" for a in column]
+            except UnicodeEncodeError:
+                packed = None
+            if packed is not None and max(map(len, packed), default=0) > _PACKED.itemsize:
+                packed = None
+        if held is None:
+            held = np.zeros(self._cap, _PACKED if packed is not None else _TEXT)
+            self.addr[c] = held
+        elif held.dtype == _PACKED and packed is None:
+            # An address that does not fit: the column holds any text from now on.
+            old = held
+            held = self.addr[c] = np.zeros(self._cap, _TEXT)
+            live = np.flatnonzero(old[: self._n])
+            held[live] = [b.decode("ascii") for b in old[live].tolist()]
+        if held.dtype == _PACKED:
+            held[slots] = packed
+        else:
+            held[slots] = [a if a is not None else "" for a in column]
+
+    def addresses(self, c: int, slots: npt.NDArray[Any]) -> list[str]:
+        """The addresses on channel ``c`` (an index of :data:`CHANNELS`) of these
+        slots, which must have one (see :attr:`chan`)."""
+        column = self.addr[c]
+        if column is None:
+            return [""] * len(slots)
+        got = column[slots].tolist()
+        if column.dtype == _PACKED:
+            return list(map(bytes.decode, got))
+        return cast(list[str], got)
 
     def _touch(self, slots: npt.NDArray[np.int64]) -> None:
         fresh = slots[~self._dirty[slots]]
@@ -403,13 +474,19 @@ class SubscriberIndex:
             at = self._at[fresh]
             self._stale[at[at >= 0]] = True
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """Sort the index and count it now (after a bulk load), so the next match does not."""
+        if self._delta:
+            self._settle(force=True)
+        self._count_table()
+
+    def _settle(self, *, force: bool = False) -> None:
         """Re-sort when the delta has grown past a few percent of the index.
 
         The sorted copy holds every attribute in key order, so the
         subscribers under a code are contiguous slices of it.
         """
-        if len(self._delta) <= 4096 + len(self._pos) // 32:
+        if not force and len(self._delta) <= 4096 + len(self._pos) // 32:
             return
         live = np.flatnonzero(self.alive[: self._n])
         order = live[np.argsort(self.key[live], kind="stable")].astype(np.int32)
@@ -537,18 +614,28 @@ class EndpointColumns:
     The bulk form of :class:`Delivery` (no object per recipient): entry
     ``i`` is the subscriber at position ``at[i]`` of the audience (its info,
     group, level and area key are the audience's arrays at that position),
-    reached at ``addresses[i]``; ``languages`` and ``addresses`` are read
-    from the current record.
+    reached at ``addresses[i]``; ``languages`` and ``addresses`` are the
+    subscriber's current ones (as the index has them).
     """
 
     channel: ChannelName
     at: I64
-    subscriber_ids: list[str]
+    ids: npt.NDArray[np.object_]
     addresses: list[str]
-    languages: list[str]
+    language_codes: npt.NDArray[np.uint16]
+    """Each entry's language as an index into ``tags``."""
+    tags: npt.NDArray[np.object_]
 
     def __len__(self) -> int:
         return len(self.addresses)
+
+    @property
+    def subscriber_ids(self) -> list[str]:
+        return cast(list[str], self.ids.tolist())
+
+    @property
+    def languages(self) -> list[str]:
+        return cast(list[str], self.tags[self.language_codes].tolist())
 
 
 @dataclass(slots=True)
@@ -567,7 +654,7 @@ class Audience:
     """Index into ``group_keys`` of the group deciding the channels."""
     channels: npt.NDArray[np.uint8]
     """Selected channel bits (see :attr:`ChannelName.bit`); 0: no usable endpoint."""
-    languages: npt.NDArray[np.uint8]
+    languages: npt.NDArray[np.uint16]
     group_keys: list[str]
     group_names: list[str]
     group_ack: list[bool]
@@ -628,7 +715,7 @@ class Audience:
         return {(lv.value if lv else "none"): int(n[i]) for i, lv in enumerate(_LEVELS) if n[i]}
 
     def by_language(self) -> dict[str, int]:
-        n = np.bincount(self.languages, minlength=256)
+        n = np.bincount(self.languages, minlength=len(self.language_tags))
         return {
             (self.language_tags[i] if i < len(self.language_tags) else "other"): int(n[i])
             for i in np.flatnonzero(n)
@@ -675,68 +762,38 @@ class Audience:
             "unregistered_codes": self.unregistered,
         }
 
-    async def endpoint_columns(
-        self,
-        store: SubscriberStore,
-        *,
-        batch: int = 1000,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> AsyncIterator[list[EndpointColumns]]:
+    def endpoint_columns(
+        self, *, batch: int = 1000, start: int = 0, stop: int | None = None
+    ) -> Iterator[list[EndpointColumns]]:
         """The deliveries of entries ``start:stop``, ``batch`` subscribers per step,
         as one :class:`EndpointColumns` per channel that has any.
 
         The same deliveries as :meth:`deliveries` (a subscriber deleted since
         the match is skipped; one whose record changed is sent to its current
-        address on the selected channels), read with one round trip and one
-        JSON decode per step (:meth:`SubscriberStore.rows_many`) and kept in
-        columns: the dispatch hot path.
+        address on the selected channels), taken from the index's columns
+        (keep it current with :meth:`Matcher.refresh`): no record is read or
+        decoded and no object is made per recipient — the dispatch hot path.
         """
+        ix = self.index
+        # Language numbers → tags; the last one stands for _UNKNOWN_LANGUAGE
+        # (only met when the index has numbered all the tags it can).
+        tags = np.array([*ix.languages, "und"], dtype=object)
         end = len(self) if stop is None else min(stop, len(self))
         for lo in range(start, end, batch):
             hi = min(end, lo + batch)
-            ids = self.ids_of(lo, hi)
+            slots = self.slots[lo:hi]
             chans = self.channels[lo:hi]
-            reach = chans != 0
-            if None in ids:  # deleted since the match
-                reach &= np.array([i is not None for i in ids], dtype=bool)
-            sel = np.flatnonzero(reach)
-            if len(sel) == len(ids):
-                sel_ids = cast(list[str], ids)
-            else:
-                sel_ids = [cast(str, ids[k]) for k in sel.tolist()]
-            rows = await store.rows_many(sel_ids)
-            languages = [r[5] if r is not None else "" for r in rows]
-            chosen = chans[sel]
-            kinds = np.unique(chosen).tolist()
+            # Deleted since the match (a reused slot has a newer generation).
+            chans = np.where(ix.gen[slots] == self.gens[lo:hi], chans & ix.chan[slots], 0)
             out: list[EndpointColumns] = []
             for i, ch in enumerate(CHANNELS):
-                wanted = [c for c in kinds if c & ch.bit]
-                if not wanted:
+                sel = np.flatnonzero(chans & ch.bit)
+                if not len(sel):
                     continue
-                field = 7 + i  # the channel's address in a stored record
-                col = [(r[field] or "") if r is not None else "" for r in rows]
-                if len(wanted) == len(kinds):  # every selected subscriber wants it
-                    idx: list[int] | None = None
-                    got = col
-                else:
-                    idx = np.flatnonzero((chosen & ch.bit) != 0).tolist()
-                    got = [col[j] for j in idx]
-                if "" in got:  # no address on it (any more), or no record
-                    keep = [j for j, a in enumerate(got) if a]
-                    idx = keep if idx is None else [idx[j] for j in keep]
-                if idx is None:
-                    out.append(EndpointColumns(ch, sel + lo, sel_ids, col, languages))
-                elif idx:
-                    out.append(
-                        EndpointColumns(
-                            ch,
-                            sel[idx] + lo,
-                            [sel_ids[j] for j in idx],
-                            [col[j] for j in idx],
-                            [languages[j] for j in idx],
-                        )
-                    )
+                s = slots[sel]
+                out.append(
+                    EndpointColumns(ch, sel + lo, ix.ids[s], ix.addresses(i, s), ix.lang[s], tags)
+                )
             yield out
 
     async def deliveries(
@@ -811,10 +868,13 @@ class Matcher:
     async def _load(self) -> None:
         started = time.perf_counter()
         last = await self.store.last_change()
-        self.index.clear()
+        # A new index, not the old one cleared: audiences being dispatched keep
+        # reading the one their slots refer to.
+        self.index = SubscriberIndex(self.groups)
         self._own.clear()
         async for ids, rows in self.store.scan_rows():
             self.index.apply_rows(ids, rows)
+        self.index.settle()  # sorted now, not at the first match
         self._last = last
         self._loaded = True
         log.info(

@@ -48,8 +48,14 @@ def add_parser(
 
 
 def check_config(settings: Settings, taxonomy: Taxonomy) -> list[str]:
-    """Problems with the ``[groups]`` tables, for ``warnd check``."""
-    return check_groups(settings.groups, taxonomy)
+    """Problems with the ``[groups]`` tables and the configured rosters, for ``warnd check``."""
+    problems = check_groups(settings.groups, taxonomy)
+    problems += [
+        f"[subscribers] import: {path}: no such file"
+        for path in settings.subscribers.import_files
+        if not path.is_file()
+    ]
+    return problems
 
 
 def _lines(path: str) -> Iterator[bytes]:

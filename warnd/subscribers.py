@@ -50,11 +50,11 @@ from pydantic import (
     model_validator,
 )
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from warnd.adcodes import normalise_code
 from warnd.groups import CHANNELS, ChannelName, GroupTable
 from warnd.keys import Keys
+from warnd.wire import Wire
 
 if TYPE_CHECKING:
     from warnd.areas import AreaRegistry
@@ -514,69 +514,6 @@ def bucket_of(sub_id: str) -> int:
     return zlib.crc32(sub_id.encode()) % BUCKETS
 
 
-# ---------------------------------------------------------- bulk writes
-
-
-def _pack(args: Sequence[bytes]) -> bytes:
-    """One Redis command in the wire protocol (RESP), its arguments already bytes."""
-    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
-
-
-class _Wire:
-    """Commands packed by hand and sent on one pooled connection, replies read in order.
-
-    redis-py's pipeline packs every argument through its generic encoder,
-    which at a million subscribers (six arguments each) costs more than
-    validating them; here the arguments are bytes already and each command
-    is joined once. Like a non-transactional pipeline: every reply is read
-    before the first error reply is raised, so the connection stays in step.
-    """
-
-    __slots__ = ("_commands",)
-
-    def __init__(self) -> None:
-        self._commands: list[bytes] = []
-
-    def __len__(self) -> int:
-        return len(self._commands)
-
-    def add(self, *args: bytes) -> None:
-        self._commands.append(_pack(args))
-
-    def add_packed(self, command: bytes) -> None:
-        self._commands.append(command)
-
-    def zrem(self, key: str, member: str) -> None:
-        self.add(b"ZREM", key.encode(), member.encode())
-
-    def srem(self, key: str, member: str) -> None:
-        self.add(b"SREM", key.encode(), member.encode())
-
-    async def execute(self, redis: Redis) -> list[Any]:
-        if not self._commands:
-            return []
-        pool = redis.connection_pool
-        conn = await cast(Any, pool).get_connection()  # untyped in redis-py
-        try:
-            await conn.send_packed_command(self._commands)
-            replies: list[Any] = []
-            error: ResponseError | None = None
-            for _ in self._commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-                    error = error or exc
-        except BaseException:
-            await conn.disconnect(nowait=True)  # replies left unread: never reuse it
-            raise
-        finally:
-            await pool.release(conn)
-        if error is not None:
-            raise error
-        return replies
-
-
 # ------------------------------------------------------------------- store
 
 
@@ -676,12 +613,12 @@ class SubscriberStore:
             id_b = sub_id.encode()
             by_bucket[crc(id_b) % BUCKETS].append((sub_id, id_b))
         bucket_keys = {b: self._keys.subscriber_bucket(b).encode() for b in by_bucket}
-        reads = _Wire()
+        reads = Wire()
         for bucket, members in by_bucket.items():
             reads.add(b"HMGET", bucket_keys[bucket], *[id_b for _, id_b in members])
         olds = await reads.execute(self._redis)
         result = WriteResult()
-        writes = _Wire()
+        writes = Wire()
         add_area: dict[str, list[bytes]] = defaultdict(list)
         add_group: dict[str, list[bytes]] = defaultdict(list)
         scores: dict[str, bytes] = {}

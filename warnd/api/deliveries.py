@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 from typing import Any
 
@@ -18,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from warnd.api.bodies import parse_json
-from warnd.api.context import SERVICES, principal_of, read_body
+from warnd.api.context import SERVICES, Services, principal_of, read_body
 from warnd.api.routes import Param, Response, route
 from warnd.auth import Principal, Role
 from warnd.dispatch.service import DISPATCH, Dispatcher
@@ -78,9 +79,14 @@ def _dispatcher(request: web.Request) -> Dispatcher:
 
 
 async def _alert(request: web.Request, principal: Principal) -> AlertRecord:
-    rec = await request.app[SERVICES].store.get(request.match_info["id"])
+    return await alert_in_scope(request.app[SERVICES], principal, request.match_info["id"])
+
+
+async def alert_in_scope(svc: Services, principal: Principal, alert_id: str) -> AlertRecord:
+    """The alert, if the caller's area scope covers it (its deliveries name addresses)."""
+    rec = await svc.store.get(alert_id)
     if rec is None:
-        raise NotFound(f"no alert {request.match_info['id']}")
+        raise NotFound(f"no alert {alert_id}")
     outside = [c for c in rec.areas if not principal.covers(c)]
     if principal.areas and (outside or not rec.areas):
         raise Forbidden(
@@ -134,49 +140,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
             ) from None
     cursor = _int(request, "cursor", 0, 0, 2**31)
     limit = _int(request, "limit", 100, 1, 1000)
-    store = d.store
-    numbers, nxt = await store.find(rec.id, states, cursor, limit)
-    table = await store.batch_table(rec.id)
-    bases = [b for b, _, _ in table]
-    import bisect
-
-    where = [(n, bisect.bisect_right(bases, n) - 1) for n in numbers]
-    batches = await store.batches(rec.id, sorted({k for _, k in where if k >= 0}))
-    slots = await store.slots(rec.id, numbers)
-    events = await store.events(rec.id, numbers)
-    plan = await store.plan(rec.id)
-    t0 = int(plan.get("t0") or 0)
-    items: list[DeliveryOut] = []
-    for (n, k), (code, attempts, tm, area) in zip(where, slots, strict=True):
-        b = batches.get(k)
-        if b is None:
-            continue
-        j = n - b.base
-        evs = events.get(n, [])
-        errors = [e["error"] for e in evs if e.get("error")]
-        items.append(
-            DeliveryOut(
-                id=b.delivery_id(j),
-                channel=b.channel,
-                address=b.addresses[j],
-                area=area,
-                state=DeliveryState.of(code),
-                attempts=attempts,
-                updated_at=(t0 + tm) / 1000 if t0 else None,
-                kind=b.kind,
-                subscriber=b.subscribers[j] if j < len(b.subscribers) else None,
-                group=b.group or None,
-                last_error=errors[-1] if errors else None,
-                events=evs,
-            )
-        )
-    counts: dict[str, int] = {}
-    by_channel: dict[str, dict[str, int]] = {}
-    for key, n in (await store.counters(rec.id)).items():
-        _area, channel, state = key.rsplit("|", 2)
-        counts[state] = counts.get(state, 0) + n
-        row = by_channel.setdefault(channel, {})
-        row[state] = row.get(state, 0) + n
+    items, nxt = await delivery_items(d, rec.id, states, cursor, limit)
+    plan = await d.store.plan(rec.id)
+    counts, by_channel = await delivery_counts(d, rec.id)
     link = None
     if nxt is not None:
         link = f"/v1/alerts/{rec.id}/deliveries?cursor={nxt}&limit={limit}"
@@ -213,19 +179,87 @@ async def retry_deliveries(request: web.Request) -> web.Response:
         opts = RetryBody.model_validate(parse_json(body) if body.strip() else {})
     except ValidationError as exc:
         raise AlertInvalid("the retry body is not valid", errors=field_errors(exc)) from None
+    n = await retry(request.app[SERVICES], d, principal, rec, opts.states)
+    out = RetryResult(alert_id=rec.id, requeued=n)
+    return web.Response(text=out.model_dump_json(), content_type="application/json")
+
+
+async def delivery_items(
+    d: Dispatcher, alert_id: str, states: list[DeliveryState], cursor: int, limit: int
+) -> tuple[list[DeliveryOut], int | None]:
+    """A page of an alert's deliveries in ``states`` and where the next page starts."""
+    store = d.store
+    numbers, nxt = await store.find(alert_id, states, cursor, limit)
+    table = await store.batch_table(alert_id)
+    bases = [b for b, _, _ in table]
+    where = [(n, bisect.bisect_right(bases, n) - 1) for n in numbers]
+    batches = await store.batches(alert_id, sorted({k for _, k in where if k >= 0}))
+    slots = await store.slots(alert_id, numbers)
+    events = await store.events(alert_id, numbers)
+    plan = await store.plan(alert_id)
+    t0 = int(plan.get("t0") or 0)
+    items: list[DeliveryOut] = []
+    for (n, k), (code, attempts, tm, area) in zip(where, slots, strict=True):
+        b = batches.get(k)
+        if b is None:
+            continue
+        j = n - b.base
+        evs = events.get(n, [])
+        errors = [e["error"] for e in evs if e.get("error")]
+        items.append(
+            DeliveryOut(
+                id=b.delivery_id(j),
+                channel=b.channel,
+                address=b.addresses[j],
+                area=area,
+                state=DeliveryState.of(code),
+                attempts=attempts,
+                updated_at=(t0 + tm) / 1000 if t0 else None,
+                kind=b.kind,
+                subscriber=b.subscribers[j] if j < len(b.subscribers) else None,
+                group=b.group or None,
+                last_error=errors[-1] if errors else None,
+                events=evs,
+            )
+        )
+    return items, nxt
+
+
+async def delivery_counts(
+    d: Dispatcher, alert_id: str
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Deliveries per state, and per channel and state (the exact counters)."""
+    counts: dict[str, int] = {}
+    by_channel: dict[str, dict[str, int]] = {}
+    for key, n in (await d.store.counters(alert_id)).items():
+        _area, channel, state = key.rsplit("|", 2)
+        counts[state] = counts.get(state, 0) + n
+        row = by_channel.setdefault(channel, {})
+        row[state] = row.get(state, 0) + n
+    return counts, by_channel
+
+
+async def retry(
+    svc: Services,
+    d: Dispatcher,
+    principal: Principal,
+    rec: AlertRecord,
+    states: list[DeliveryState],
+) -> int:
+    """Re-queue an alert's failed (and/or uncertain) deliveries, audited; how many."""
+    principal.require(Role.OPERATOR)
     allowed = {DeliveryState.FAILED, DeliveryState.UNCERTAIN}
-    if not set(opts.states) <= allowed:
+    if not set(states) <= allowed:
         raise BadRequest("only failed and uncertain deliveries can be sent again")
-    n = await d.requeue(rec.id, opts.states)
-    await request.app[SERVICES].audit.record(
+    n = await d.requeue(rec.id, states)
+    await svc.audit.record(
         "deliveries.retried",
         actor=principal.actor,
         alert_id=rec.id,
         requeued=n,
-        states=[s.value for s in opts.states],
+        states=[s.value for s in states],
     )
-    out = RetryResult(alert_id=rec.id, requeued=n)
-    return web.Response(text=out.model_dump_json(), content_type="application/json")
+    return n
 
 
 @route(

@@ -41,6 +41,7 @@ from warnd.errors import (
 )
 from warnd.model import Alert
 from warnd.settings import Settings
+from warnd.subscriber_files import import_configured
 from warnd.subscriber_io import (
     CSV_TYPES,
     NDJSON_TYPES,
@@ -283,7 +284,7 @@ async def export_subscribers(request: web.Request) -> web.StreamResponse:
 # ------------------------------------------------------------------ preview
 
 
-async def _no_seq(stamp: str) -> int:
+async def no_seq(stamp: str) -> int:
     """Preview numbers a JSON alert's identifier without touching Redis."""
     return 0
 
@@ -302,7 +303,13 @@ async def preview_match(request: web.Request) -> web.Response:
     and audience exactly as dispatch will, and sends and stores nothing."""
     svc = request.app[SERVICES]
     body = await read_body(request, svc.settings.http.max_body_bytes)
-    alert, _ = await parse_alert_body(request, svc, body, next_seq=_no_seq)
+    alert, _ = await parse_alert_body(request, svc, body, next_seq=no_seq)
+    return web.json_response(await preview_audience(svc, alert), dumps=_dumps)
+
+
+async def preview_audience(svc: Services, alert: Alert) -> dict[str, Any]:
+    """Classify ``alert`` as ingest does and count who it would reach
+    (:meth:`warnd.match.Audience.summary`); sends and stores nothing."""
     errors: list[FieldError] = []
     for i, info in enumerate(alert.infos):
         try:
@@ -312,7 +319,7 @@ async def preview_match(request: web.Request) -> web.Response:
     if errors:
         raise AlertInvalid("the alert names a hazard warnd does not know", errors=errors)
     audience = await svc.matcher.match(alert)
-    return web.json_response(audience.summary(), dumps=_dumps)
+    return audience.summary()
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -323,6 +330,11 @@ def setup_subscribers(app: web.Application, settings: Settings) -> None:
 
     async def subscribers_ctx(app: web.Application) -> AsyncIterator[None]:
         svc = app[SERVICES]
+        if settings.subscribers.import_files:
+            context = SubscriberContext(registry=svc.areas, groups=svc.matcher.groups)
+            await import_configured(
+                svc.redis, svc.keys, svc.subscribers, context, settings.subscribers.import_files
+            )
         await svc.matcher.load()
         svc.areas.set_subscriber_counter(svc.matcher.counts)
         yield

@@ -10,6 +10,7 @@ Modules, one job each:
 ``ratelimit``  channel rate limits shared across processes
 ``planner``    alert → audience → variants → batches in the lanes; Cancel/Update
 ``worker``     channel workers: claim, send, record, retry, reconcile
+``reconcile``  deliveries in doubt: the provider's query API before any resend
 ``ack``        acknowledgement (叫应) tokens, deadlines, escalation
 ``receipts``   asynchronous receipts applied to deliveries
 ``service``    one process's dispatch: the aiohttp ``cleanup_ctx`` entry

@@ -23,7 +23,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import structlog
@@ -34,7 +34,7 @@ from warnd.dispatch.config import DispatchSettings
 from warnd.dispatch.lanes import Lanes
 from warnd.dispatch.planner import PlanWriter
 from warnd.dispatch.states import DeliveryState
-from warnd.dispatch.store import BatchRecord, DeliveryRef, DeliveryStore
+from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryRef, DeliveryStore
 from warnd.groups import GroupTable
 from warnd.keys import Keys
 from warnd.subscribers import SubscriberStore
@@ -92,21 +92,31 @@ class Acks:
             self._secret = str(await self.redis.get(self.keys.dispatch_secret)).encode()
         return self._secret
 
-    async def token(self, delivery_id: str) -> str:
-        digest = hashlib.blake2b(delivery_id.encode(), key=await self._key(), digest_size=10)
-        token = base64.b32encode(digest.digest()).decode().lower()[:12]
-        if token not in self._issued:
-            await self.redis.set(self.keys.ack_token(token), delivery_id, ex=TOKEN_TTL)
-            self._issued.add(token)
-            if len(self._issued) > 100_000:
+    async def tokens(self, delivery_ids: Sequence[str]) -> list[str]:
+        """The confirmation tokens of deliveries, those not yet issued stored in one round trip."""
+        key = await self._key()
+        out = [
+            base64.b32encode(hashlib.blake2b(d.encode(), key=key, digest_size=10).digest())
+            .decode()
+            .lower()[:12]
+            for d in delivery_ids
+        ]
+        new = [(t, d) for t, d in zip(out, delivery_ids, strict=True) if t not in self._issued]
+        if new:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t, d in new:
+                    pipe.set(self.keys.ack_token(t), d, ex=TOKEN_TTL)
+                await pipe.execute()
+            if len(self._issued) + len(new) > 100_000:
                 self._issued.clear()
-        return token
+            self._issued.update(t for t, _ in new)
+        return out
 
-    async def line(self, batch: BatchRecord, offset: int, language: str) -> str:
-        """The confirmation line of one recipient's message."""
-        token = await self.token(batch.delivery_id(offset))
+    async def lines(self, batch: BatchRecord, offsets: Sequence[int], language: str) -> list[str]:
+        """The confirmation line of each recipient's message, in the order of ``offsets``."""
+        tokens = await self.tokens([batch.delivery_id(j) for j in offsets])
         text = _LINE["zh" if language.startswith("zh") else "en"]
-        return text.format(token=token, url=f"{self.ack_url}/v1/ack/{token}")
+        return [text.format(token=t, url=f"{self.ack_url}/v1/ack/{t}") for t in tokens]
 
     # ------------------------------------------------------------ deadlines
     def deadline_minutes(self, group: str) -> int:
@@ -207,6 +217,7 @@ class Acks:
                 address = getattr(sub, ch, None)
                 if address and ch in self.channels:
                     v = await self.variant_for(aid, ch, language, info)
+                    same = await self.store.numbers(aid, number, 1)  # the same subscriber
                     writer = PlanWriter(self.store, self.lanes, aid, prio, self.channels)
                     await writer.add(
                         ch,
@@ -217,6 +228,7 @@ class Acks:
                         group=batch.group,
                         subscriber=sub_id,
                         ref=did,
+                        number=same[0] if same else NOSUB,
                     )
                     await writer.finish()
                     k, _base = writer.last[0]

@@ -29,6 +29,12 @@ class DispatchSettings(BaseModel):
     backoff_base: float = Field(default=2.0, gt=0)
     """Seconds before the first retry; doubles per attempt, with full jitter."""
     backoff_max: float = Field(default=300.0, gt=0)
+    reconcile_after: float = Field(default=30.0, gt=0)
+    """Seconds after a send left deliveries ``uncertain`` before the provider's
+    status-query API is asked (providers record a message with some delay);
+    then again after doubling pauses (up to ``backoff_max``)."""
+    reconcile_tries: int = Field(default=10, ge=1, le=100)
+    """Queries about one delivery before it is left ``uncertain`` for an operator."""
     reclaim_idle: float = Field(default=60.0, ge=1)
     """Seconds a lane entry may sit unacknowledged with a silent consumer
     before another process takes it over (live consumers renew theirs)."""

@@ -33,6 +33,7 @@ pushes those not yet pushed, and plans only endpoints not yet in them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,15 +41,17 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 from redis.asyncio import Redis
 
 from warnd.adcodes import normalise_code
 from warnd.channel import Channel
+from warnd.dispatch import lua
 from warnd.dispatch.config import DispatchSettings
 from warnd.dispatch.lanes import Entry, Lanes
 from warnd.dispatch.states import REACHED, DeliveryState
-from warnd.dispatch.store import BatchRecord, DeliveryStore, now_ms
+from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, now_ms, pack_numbers
 from warnd.ingest import Accepted
 from warnd.keys import Keys
 from warnd.match import Audience, EndpointColumns, Matcher
@@ -88,20 +91,35 @@ def message_of(rendered: Any, info_index: int) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Open:
-    """A batch being filled."""
+    """A batch being filled: parallel columns, the per-delivery numbers as
+    numpy chunks (one per call that added to it)."""
 
     channel: str
     variant: int
     kind: str
     group: str
     addresses: list[str] = field(default_factory=list)
-    areas: list[str] = field(default_factory=list)
+    areas: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    """Chunks of area numbers (indexes into :attr:`PlanWriter.codes`)."""
+    numbers: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    """Chunks of each delivery's subscriber number (coverage)."""
     subscribers: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=200_000)
+def code_of_key(key: int) -> str:
+    """The canonical area code of an index area key (see :func:`warnd.match.area_key`)."""
+    return normalise_code(str(key).zfill(12))
+
+
 class PlanWriter:
-    """Fills batches per variant and writes them, pushing each to its lane."""
+    """Fills batches per variant and writes them, pushing each to its lane.
+
+    Columns stay columns: addresses are extended as lists, areas and
+    subscriber numbers as numpy arrays, and a batch's Redis arguments are
+    built from them in one go (see :meth:`DeliveryStore.add_batch`).
+    """
 
     def __init__(
         self,
@@ -128,10 +146,40 @@ class PlanWriter:
         """Addresses planned so far, per channel (the idempotency key)."""
         self.last: list[tuple[int, int]] = []
         """``(batch, base)`` of every batch written, in order."""
+        self.known: dict[str, dict[str, int]] = {}
+        """Channel → address → subscriber number of deliveries planned outside the
+        fresh audience (notices, a resumed plan): the audience's other endpoints
+        of those subscribers get the same number, so coverage counts them once."""
+        self.codes: list[str] = []
+        """Area codes met so far; batches hold their index (an area number)."""
+        self._code_number: dict[str, int] = {}
+        self._key_number: dict[int, int] = {}
+        self._writing: asyncio.Future[None] | None = None
 
     def size_of(self, channel: str) -> int:
         ch = self.channels.get(channel)
         return max(1, ch.batch_size) if ch is not None else 1000
+
+    def _number_of(self, code: str) -> int:
+        n = self._code_number.get(code)
+        if n is None:
+            n = self._code_number[code] = len(self.codes)
+            self.codes.append(code)
+        return n
+
+    def area_numbers(self, area_keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Area numbers of index area keys (few distinct keys: converted once each)."""
+        if not len(area_keys):
+            return np.empty(0, np.int64)
+        uniq, inverse = np.unique(area_keys, return_inverse=True)
+        numbers = self._key_number
+        table = np.empty(len(uniq), np.int64)
+        for i, key in enumerate(uniq.tolist()):
+            n = numbers.get(key)
+            if n is None:
+                n = numbers[key] = self._number_of(code_of_key(key))
+            table[i] = n
+        return table[inverse]
 
     async def add(
         self,
@@ -144,70 +192,101 @@ class PlanWriter:
         group: str = "",
         subscriber: str = "",
         ref: str = "",
+        number: int = NOSUB,
     ) -> bool:
         """Add one endpoint; ``False`` when (channel, address) is already planned."""
-        seen = self.seen.setdefault(channel, set())
-        if address in seen:
-            return False
-        seen.add(address)
-        key = (channel, variant, kind, group)
-        cur = self.open.get(key)
-        if cur is None:
-            cur = self.open[key] = _Open(channel, variant, kind, group)
-        cur.addresses.append(address)
-        cur.areas.append(area)
-        if group or kind != "alert":
-            cur.subscribers.append(subscriber)
-            cur.refs.append(ref)
-        if len(cur.addresses) >= self.size_of(channel):
-            del self.open[key]
-            self.ready.append(cur)
-            self.ready_count += len(cur.addresses)
-            if self.flushes == 0 or self.ready_count >= _FLUSH:
-                await self.flush()
-        return True
+        return bool(
+            await self.add_many(
+                channel,
+                variant,
+                [address],
+                [area],
+                kind=kind,
+                group=group,
+                subscribers=[subscriber],
+                refs=[ref],
+                numbers=np.array([number], np.int64),
+            )
+        )
 
     async def add_many(
         self,
         channel: str,
         variant: int,
         addresses: Sequence[str],
-        areas: Sequence[str],
+        areas: Sequence[str] = (),
         *,
+        area_keys: npt.NDArray[np.int64] | None = None,
+        kind: str = "alert",
         group: str = "",
         subscribers: Sequence[str] = (),
+        refs: Sequence[str] = (),
+        numbers: npt.NDArray[np.int64] | Sequence[int] = (),
     ) -> int:
-        """Add endpoints of one variant (parallel columns; ``subscribers`` only
-        with ``group``), skipping (channel, address) pairs already planned;
-        returns how many were added."""
+        """Add endpoints of one variant as parallel columns, skipping (channel,
+        address) pairs already planned; returns how many were added.
+
+        Each endpoint's area is a code in ``areas`` or an index area key in
+        ``area_keys``; ``numbers`` are the subscriber numbers (coverage; none:
+        ``NOSUB``); ``subscribers`` and ``refs`` matter for acknowledgement
+        groups and for kinds other than ``alert`` (kept only then).
+        """
+        n = len(addresses)
+        area = (
+            self.area_numbers(area_keys)
+            if area_keys is not None
+            else np.fromiter((self._number_of(a) for a in areas), np.int64, len(areas))
+        )
+        nums = np.asarray(numbers, dtype=np.int64) if len(numbers) else np.full(n, NOSUB, np.int64)
+        if len(area) != n or len(nums) != n:
+            raise ValueError("add_many: one area and one number per address")
+        keep_ids = bool(group) or kind != "alert"
+        subs = list(subscribers) if keep_ids and len(subscribers) else [""] * n if keep_ids else []
+        ref_col = list(refs) if keep_ids and len(refs) else [""] * n if keep_ids else []
         seen = self.seen.setdefault(channel, set())
-        fresh = set(addresses)
-        if len(fresh) == len(addresses) and seen.isdisjoint(fresh):
-            seen |= fresh  # the common case: all new, checked at C speed
+        before = len(seen)
+        keep: list[int] | None = None
+        if seen.isdisjoint(addresses):
+            seen.update(addresses)  # the common case: all new, checked at C speed
+            if len(seen) - before != n:  # the same address twice in this call
+                once: set[str] = set()
+                keep = []
+                for i, a in enumerate(addresses):
+                    if a not in once:
+                        once.add(a)
+                        keep.append(i)
         else:
-            keep: list[int] = []
+            keep = []
             for i, a in enumerate(addresses):
                 if a not in seen:
                     seen.add(a)
                     keep.append(i)
+        if keep is not None:
             addresses = [addresses[i] for i in keep]
-            areas = [areas[i] for i in keep]
-            if group:
-                subscribers = [subscribers[i] for i in keep]
-        key = (channel, variant, "alert", group)
+            area, nums = area[keep], nums[keep]
+            if keep_ids:
+                subs = [subs[i] for i in keep]
+                ref_col = [ref_col[i] for i in keep]
+            n = len(keep)
+        if kind == "notice":
+            known = self.known.setdefault(channel, {})
+            for a, x in zip(addresses, nums.tolist(), strict=True):
+                if x != NOSUB:
+                    known[a] = x
+        key = (channel, variant, kind, group)
         size = self.size_of(channel)
-        n = len(addresses)
         i = 0
         while i < n:
             cur = self.open.get(key)
             if cur is None:
-                cur = self.open[key] = _Open(channel, variant, "alert", group)
+                cur = self.open[key] = _Open(channel, variant, kind, group)
             j = min(n, i + size - len(cur.addresses))
             cur.addresses.extend(addresses[i:j])
-            cur.areas.extend(areas[i:j])
-            if group:
-                cur.subscribers.extend(subscribers[i:j])
-                cur.refs.extend([""] * (j - i))
+            cur.areas.append(area[i:j])
+            cur.numbers.append(nums[i:j])
+            if keep_ids:
+                cur.subscribers.extend(subs[i:j])
+                cur.refs.extend(ref_col[i:j])
             i = j
             if len(cur.addresses) >= size:
                 del self.open[key]
@@ -218,21 +297,32 @@ class PlanWriter:
         return n
 
     async def finish(self) -> None:
+        """Write every batch still open and wait until all are in their lanes."""
         self.ready.extend(self.open.values())
         self.ready_count += sum(len(o.addresses) for o in self.open.values())
         self.open.clear()
         await self.flush()
+        await self.drain()
 
     async def flush(self) -> None:
+        """Write the batches ready so far.
+
+        The write (two round trips: the batches, then their lane entries) goes
+        on while the caller fills the next batches; one write is in flight at
+        a time, so batches reach their lanes in order and the plan's ``enq``
+        (batches pushed) is never ahead of the lanes.
+        """
         if not self.ready:
             return
+        await self.drain()
         if self.still_mine is not None and not await self.still_mine():
             raise asyncio.CancelledError("plan lease lost")
         batches, self.ready, self.ready_count = self.ready, [], 0
         pipe = self.store.redis.pipeline(transaction=False)
         for b in batches:
-            codes = list(dict.fromkeys(b.areas))
-            index = {c: i for i, c in enumerate(codes)}
+            area = b.areas[0] if len(b.areas) == 1 else np.concatenate(b.areas)
+            used, local = np.unique(area, return_inverse=True)
+            nums = b.numbers[0] if len(b.numbers) == 1 else np.concatenate(b.numbers)
             record = BatchRecord.encode(
                 b.channel,
                 b.variant,
@@ -248,11 +338,24 @@ class PlanWriter:
                 self.alert_id,
                 record,
                 b.channel,
-                codes,
-                [index[a] for a in b.areas],
+                [self.codes[i] for i in used.tolist()],
+                local,
                 state=state,
                 pipe=pipe,
+                numbers=pack_numbers(nums),
             )
+        self._writing = asyncio.ensure_future(self._write(batches, pipe))
+        # Its error is raised by the next drain; one abandoned with the plan is not news.
+        self._writing.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self.flushes += 1
+
+    async def drain(self) -> None:
+        """Wait for the write in flight, if any (raising its error)."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task
+
+    async def _write(self, batches: list[_Open], pipe: Any) -> None:
         results = await pipe.execute()
         pipe = self.store.redis.pipeline(transaction=False)
         failed: list[tuple[int, dict[str, Any]]] = []
@@ -273,7 +376,6 @@ class PlanWriter:
         if failed:
             await self.store.add_events(self.alert_id, failed)
         self.written += sum(len(b.addresses) for b in batches)
-        self.flushes += 1
 
 
 class Planner:
@@ -300,8 +402,8 @@ class Planner:
         self.matcher = matcher
         self.renderer = renderer
         self.channels = channels
-        self._codes: dict[int, str] = {}
         self.me = lanes.consumer
+        self._lease = redis.register_script(lua.LEASE)
 
     # ---------------------------------------------------------- intake
     async def on_accepted(self, accepted: Accepted) -> None:
@@ -372,12 +474,13 @@ class Planner:
         return bool(await self.redis.get(key) == self.me)
 
     async def _still_mine(self, aid: str) -> bool:
-        key = self.store.key(aid, "lock")
-        if await self.redis.get(key) != self.me:
-            return False
-        await self.redis.pexpire(key, int(self.settings.reclaim_idle * 1000))
-        halt = await self.redis.hget(self.store.key(aid, "plan"), "halt")
-        return not halt
+        """Whether this process still holds the plan's lease (renewing it) and
+        the alert is not halted; one round trip."""
+        halt = await self._lease(
+            keys=[self.store.key(aid, "lock"), self.store.key(aid, "plan")],
+            args=[self.me, int(self.settings.reclaim_idle * 1000)],
+        )
+        return bool(halt == "")
 
     async def plan(self, aid: str, changed: list[tuple[str, AlertState]]) -> None:
         rec = await self.alerts.get(aid)
@@ -412,6 +515,8 @@ class Planner:
                 "msg_type": rec.msg_type.value,
                 "level": rec.level.value if rec.level else "",
                 "identifier": rec.identifier,
+                # channels whose "sent" is not yet "reached" (coverage)
+                "rx": ",".join(sorted(n for n, c in self.channels.items() if c.async_receipts)),
             },
         )
         plan = await self.store.plan(aid)
@@ -467,16 +572,14 @@ class Planner:
             got = await self.store.batches(aid, list(range(k0, min(nb, k0 + 200))))
             for k, b in got.items():
                 writer.seen.setdefault(b.channel, set()).update(b.addresses)
+                numbers = await self.store.numbers(aid, b.base, b.size)
+                known = writer.known.setdefault(b.channel, {})
+                pairs = zip(b.addresses, numbers, strict=False)  # none in an older plan
+                known.update((a, x) for a, x in pairs if x != NOSUB)
                 if k >= enq and b.channel in self.channels:
                     await self.lanes.push(b.channel, b.priority, aid, k)
         await self.store.set_plan(aid, enq=nb)
         writer.flushes = 1
-
-    def _code(self, key: int) -> str:
-        code = self._codes.get(key)
-        if code is None:
-            code = self._codes[key] = normalise_code(str(key).zfill(12))
-        return code
 
     async def _variant(
         self,
@@ -527,13 +630,15 @@ class Planner:
             seconds=round(audience.seconds, 3),
         )
         memo: dict[Any, int] = {}
+        base = await self._coverage_start(rec.id, audience)
         for start, stop, step in _spans(len(audience)):
-            async for columns in audience.endpoint_columns(
-                self.subscribers, batch=step, start=start, stop=stop
-            ):
-                for col in columns:
-                    await self._add_columns(alert, audience, col, writer, memo)
-                await asyncio.sleep(0)  # let the workers run between steps
+            for columns in audience.endpoint_columns(batch=step, start=start, stop=stop):
+                numbers = subscriber_numbers(columns, base, writer.known)
+                for col, nums in zip(columns, numbers, strict=True):
+                    await self._add_columns(alert, audience, col, writer, memo, nums)
+                # Writes by other processes since the match (the index is where
+                # the next step's addresses come from); lets the workers run.
+                await self.matcher.refresh()
 
     async def _add_columns(
         self,
@@ -542,48 +647,57 @@ class Planner:
         col: EndpointColumns,
         writer: PlanWriter,
         memo: dict[Any, int],
+        numbers: npt.NDArray[np.int64],
     ) -> None:
         """One channel's endpoints of a step, split by variant, into the writer."""
         if not len(col):
             return
         infos = audience.infos[col.at]
         groups = audience.groups[col.at]
+        area_keys = audience.area_keys[col.at]
         ack = np.array(audience.group_ack, dtype=bool)
         acks = ack[groups] if ack.any() else np.zeros(len(col), dtype=bool)
-        keys, inverse = np.unique(audience.area_keys[col.at], return_inverse=True)
-        codes = [self._code(k) for k in keys.tolist()]
-        areas = [codes[i] for i in inverse.tolist()]
-        languages = col.languages
-        first = languages[0]
-        if (
-            not acks.any()
-            and int(infos.min()) == int(infos.max())
-            and languages.count(first) == len(languages)
-        ):
-            # The common case: one variant for the whole step.
-            parts: dict[tuple[str, int, int], list[int]] | None = None
-        else:
-            parts = {}
-            for i, (lang, info, g, a) in enumerate(
-                zip(languages, infos.tolist(), groups.tolist(), acks.tolist(), strict=True)
-            ):
-                parts.setdefault((lang, info, g if a else -1), []).append(i)
+        # One variant per (language, info, acknowledging group): a number each.
+        combo = (
+            (col.language_codes.astype(np.int64) << 32)
+            | (infos.astype(np.int64) << 16)
+            | np.where(acks, groups.astype(np.int64) + 1, 0)
+        )
         channel = col.channel.value
-        if parts is None:
+        if int(combo.min()) == int(combo.max()):  # the common case: one variant
             info = int(infos[0])
-            v = await self._variant(alert, info, alert.infos[info], channel, first, memo)
-            await writer.add_many(channel, v, col.addresses, areas)
-            return
-        for (lang, info, g), idx in parts.items():
-            v = await self._variant(alert, info, alert.infos[info], channel, lang, memo)
-            group = audience.group_keys[g] if g >= 0 else ""
+            v = await self._variant(alert, info, alert.infos[info], channel, col.languages[0], memo)
+            group = audience.group_keys[int(groups[0])] if acks[0] else ""
             await writer.add_many(
                 channel,
                 v,
-                [col.addresses[i] for i in idx],
-                [areas[i] for i in idx],
+                col.addresses,
+                area_keys=area_keys,
                 group=group,
-                subscribers=[col.subscriber_ids[i] for i in idx] if group else (),
+                subscribers=col.subscriber_ids if group else (),
+                numbers=numbers,
+            )
+            return
+        kinds, which = np.unique(combo, return_inverse=True)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(kinds) + 1)).tolist()
+        for u in range(len(kinds)):
+            idx = order[bounds[u] : bounds[u + 1]]
+            first = int(idx[0])
+            info = int(infos[first])
+            v = await self._variant(
+                alert, info, alert.infos[info], channel, col.languages[first], memo
+            )
+            group = audience.group_keys[int(groups[first])] if acks[first] else ""
+            at = idx.tolist()
+            await writer.add_many(
+                channel,
+                v,
+                [col.addresses[i] for i in at],
+                area_keys=area_keys[idx],
+                group=group,
+                subscribers=col.ids[idx].tolist() if group else (),
+                numbers=numbers[idx],
             )
 
     async def _notices(self, rec: AlertRecord, old: AlertRecord, writer: PlanWriter) -> None:
@@ -593,7 +707,11 @@ class Planner:
         table = await self.store.batch_table(old.id)
         reached = "".join(s.code for s in REACHED) + DeliveryState.SENDING.code
         memo: dict[Any, int] = {}
+        messages: dict[int, dict[str, Any]] = {}
         infos = rec.alert.infos or old.alert.infos
+        # Coverage: the old alert's subscriber numbers, shifted into this alert's.
+        old_ns = int((await self.store.plan(old.id)).get("ns") or 0)
+        shift = await self.redis.hincrby(self.store.key(rec.id, "plan"), "ns", old_ns) - old_ns
         for k0 in range(0, len(table), 100):
             wanted = [
                 k
@@ -605,18 +723,42 @@ class Planner:
                 b = got.get(k)
                 if b is None:
                     continue
-                msg = await self.store.message(old.id, b.variant) or {}
+                msg = messages.get(b.variant)
+                if msg is None:
+                    msg = messages[b.variant] = await self.store.message(old.id, b.variant) or {}
                 info_index = min(int(msg.get("info", 0)), len(infos) - 1)
                 language = str(msg.get("language", "zh-Hans"))
                 v = await self._variant(
                     rec.alert, info_index, infos[info_index], b.channel, language, memo
                 )
+                sel = [j for j, c in enumerate(states[b.base : b.base + b.size]) if c in reached]
+                if not sel:
+                    continue
                 areas = await self.store.areas_of(b)
-                for j, address in enumerate(b.addresses):
-                    if states[b.base + j : b.base + j + 1] in reached:
-                        await writer.add(
-                            b.channel, v, address, areas[j], kind="notice", ref=b.delivery_id(j)
-                        )
+                olds = await self.store.numbers(old.id, b.base, b.size)
+                nums = np.full(b.size, NOSUB, np.int64)
+                nums[: len(olds)] = olds[: b.size]
+                nums = nums[sel]
+                await writer.add_many(
+                    b.channel,
+                    v,
+                    [b.addresses[j] for j in sel],
+                    [areas[j] for j in sel],
+                    kind="notice",
+                    refs=[b.delivery_id(j) for j in sel],
+                    numbers=np.where(nums == NOSUB, NOSUB, nums + shift),
+                )
+
+    async def _coverage_start(self, aid: str, audience: Audience) -> int:
+        """Keep the audience's areas and blind spots with the plan (coverage) and
+        reserve one subscriber number per audience entry; the first of them."""
+        await self.store.set_plan(
+            aid,
+            areas=json.dumps([a.code for a in audience.affected]),
+            blind=json.dumps([a.code for a in audience.blind_spots]),
+        )
+        n = len(audience)
+        return int(await self.redis.hincrby(self.store.key(aid, "plan"), "ns", n)) - n
 
     async def _settle(self, aid: str) -> None:
         """Wait (bounded) until no delivery of ``aid`` is being sent."""
@@ -639,6 +781,31 @@ def alert_id_of(alert: Alert) -> str:
     from warnd.identifiers import alert_id
 
     return alert_id(alert.sender, alert.identifier)
+
+
+def subscriber_numbers(
+    columns: Sequence[EndpointColumns], base: int, known: Mapping[str, Mapping[str, int]]
+) -> list[npt.NDArray[np.int64]]:
+    """Per column, the subscriber number of each entry: ``base`` + its audience
+    position, unless another endpoint of the same subscriber (same position)
+    already has a number in ``known`` (a notice, a resumed plan)."""
+    out = [col.at + base for col in columns]
+    if not known:
+        return out
+    remap: dict[int, int] = {}
+    for col in columns:
+        seen = known.get(col.channel.value)
+        if seen:
+            for p, a in zip(col.at.tolist(), col.addresses, strict=True):
+                x = seen.get(a)
+                if x is not None:
+                    remap[p] = x
+    if remap:
+        for col, nums in zip(columns, out, strict=True):
+            for i, p in enumerate(col.at.tolist()):
+                if p in remap:
+                    nums[i] = remap[p]
+    return out
 
 
 def _spans(n: int) -> list[tuple[int, int, int]]:

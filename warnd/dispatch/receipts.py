@@ -8,8 +8,10 @@
 ``acknowledged``  → acknowledged (a board's ack, an SMS reply)
 ``accepted``      interim (the carrier took it): an event, no state change
 
-A receipt names its delivery by warnd's delivery id, or by the provider's
-message id recorded when it was sent; an SMS reply carrying a confirmation
+A receipt names its delivery by warnd's delivery id, by the request that
+carried it and its number (one entry per request recorded when it was sent,
+see :mod:`warnd.dispatch.correlate`), or by the provider's message id
+recorded when it was sent; an SMS reply carrying a confirmation
 code acknowledges that code's delivery. Receipts for no known delivery, and
 repeats of one already applied, go to the ``receipts:unmatched`` stream with
 the reason — recorded, never an error to the gateway.
@@ -27,7 +29,9 @@ from redis.asyncio import Redis
 
 from warnd.channel import CallbackReceipt, CallbackState
 from warnd.dispatch.ack import Acks
+from warnd.dispatch.correlate import REQUEST_PREFIX, parse_request_entry
 from warnd.dispatch.lanes import Lanes
+from warnd.dispatch.meter import Meter
 from warnd.dispatch.states import DeliveryState
 from warnd.dispatch.store import DeliveryRef, DeliveryStore
 from warnd.keys import Keys
@@ -36,6 +40,7 @@ log = structlog.get_logger("warnd.dispatch.receipts")
 
 UNMATCHED_MAXLEN = 100_000
 _TOKEN = re.compile(r"\b([a-z2-7]{12})\b", re.IGNORECASE)
+_NOT_DIGIT = re.compile(r"\D")
 _MOVES = {
     CallbackState.DELIVERED: ("sSU", DeliveryState.DELIVERED),
     CallbackState.FAILED: ("sSU", DeliveryState.FAILED),
@@ -54,10 +59,13 @@ class ReceiptApplier:
         self.acks = acks
         self.applied = 0
         self.unmatched = 0
+        self.meter: Meter | None = None
 
     async def __call__(self, channel: str, receipts: Sequence[CallbackReceipt]) -> None:
         for r in receipts:
-            await self.apply_one(channel, r)
+            result = await self.apply_one(channel, r)
+            if self.meter is not None:
+                self.meter.receipt(channel, result)
 
     async def apply_one(self, channel: str, r: CallbackReceipt) -> str:
         """Apply one receipt; returns what happened (``applied``, ``duplicate``, ``unknown`` …)."""
@@ -71,7 +79,14 @@ class ReceiptApplier:
             if got is None:
                 return await self._unmatched(channel, r, "reply names no confirmation code")
             return "applied" if got[1] else await self._unmatched(channel, r, "duplicate")
-        did = r.delivery_id or await self._by_provider_id(channel, r.provider_id)
+        if r.delivery_id:
+            did: str | None = r.delivery_id
+        elif r.request_id:
+            did = await self._by_request(channel, r.request_id, r.address)
+            if did is None:
+                return await self._unmatched(channel, r, "no such request or number in it")
+        else:
+            did = await self._by_provider_id(channel, r.provider_id)
         ref = DeliveryRef.parse(did) if did else None
         if ref is None:
             return await self._unmatched(channel, r, "no such delivery")
@@ -113,10 +128,30 @@ class ReceiptApplier:
     async def _by_provider_id(self, channel: str, provider_id: str | None) -> str | None:
         if not provider_id:
             return None
+        return await self._lookup(channel, provider_id)
+
+    async def _by_request(self, channel: str, request_id: str, address: str | None) -> str | None:
+        """The delivery of ``address`` among the request's: the request entry names
+        the batch and offsets, the batch record their numbers."""
+        found = await self._lookup(channel, REQUEST_PREFIX + request_id)
+        entry = parse_request_entry(found) if found and address else None
+        if entry is None or address is None:
+            return None
+        alert_id, index, offsets = entry
+        batch = (await self.store.batches(alert_id, [index])).get(index)
+        if batch is None or batch.channel != channel:
+            return None
+        want = _digits(address)
+        for j in offsets:
+            if j < batch.size and _digits(batch.addresses[j]) == want:
+                return batch.delivery_id(j)
+        return None
+
+    async def _lookup(self, channel: str, field: str) -> str | None:
         now = time.time()
         for days in range(3):
             day = time.strftime("%Y%m%d", time.gmtime(now - days * 86400))
-            found = await self.redis.hget(self.keys.provider_ids(channel, day), provider_id)
+            found = await self.redis.hget(self.keys.provider_ids(channel, day), field)
             if found:
                 return str(found)
         return None
@@ -136,3 +171,8 @@ class ReceiptApplier:
         self.unmatched += 1
         log.info("receipt.unmatched", channel=channel, reason=reason, delivery_id=r.delivery_id)
         return "duplicate" if reason.startswith("duplicate") else "unknown"
+
+
+def _digits(number: str) -> str:
+    """A number as digits only: ``+8613800138000`` and ``8613800138000`` match."""
+    return _NOT_DIGIT.sub("", number)

@@ -8,7 +8,8 @@ is queued for planning), plans alerts left unplanned by a crash, and runs:
 * planners (2 per process) on the ``accepted`` stream;
 * one :class:`~warnd.dispatch.worker.ChannelWorker` pool per channel;
 * housekeeping: due retries to their lanes, expiry of queued deliveries of
-  expired alerts, acknowledgement deadlines (escalation).
+  expired alerts, acknowledgement deadlines (escalation), and the provider
+  queries that settle deliveries in doubt (:mod:`warnd.dispatch.reconcile`).
 
 It also installs the receipt sink, so ``/v1/receipts/{channel}`` moves
 deliveries. With ``[dispatch] enabled = false`` the process only queues
@@ -28,10 +29,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from warnd.api.context import SERVICES, Services
+from warnd.api.metrics import METRICS
 from warnd.api.receipts import CHANNELS, RECEIPT_SINK
 from warnd.channel import CallbackReceipt, Channel
 from warnd.dispatch.ack import Acks
 from warnd.dispatch.lanes import PLANNERS, Entry, Lanes
+from warnd.dispatch.meter import Meter
 from warnd.dispatch.planner import Planner
 from warnd.dispatch.ratelimit import RateLimiter
 from warnd.dispatch.receipts import ReceiptApplier
@@ -61,7 +64,13 @@ def ack_base_url(settings: Settings) -> str:
 class Dispatcher:
     """Everything dispatch runs in one process."""
 
-    def __init__(self, svc: Services, channels: Mapping[str, Channel], renderer: Renderer) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        channels: Mapping[str, Channel],
+        renderer: Renderer,
+        meter: Meter | None = None,
+    ) -> None:
         self.svc = svc
         self.settings = svc.settings.dispatch
         self.channels = dict(channels)
@@ -93,6 +102,7 @@ class Dispatcher:
             ack_base_url(svc.settings),
         )
         self.receipts = ReceiptApplier(svc.redis, svc.keys, self.store, self.lanes, self.acks)
+        self.receipts.meter = meter
         self.workers = {
             name: ChannelWorker(
                 ch,
@@ -101,7 +111,8 @@ class Dispatcher:
                 self.limiter,
                 self.settings,
                 on_ack_sent=self.acks.sent,
-                ack_line=self.acks.line,
+                ack_lines=self.acks.lines,
+                meter=meter,
             )
             for name, ch in self.channels.items()
         }
@@ -205,6 +216,9 @@ class Dispatcher:
                 now = time.time()
                 await self.lanes.promote_due(now)
                 await self.acks.escalate_due(now)
+                for worker in self.workers.values():
+                    if worker.reconciler is not None:
+                        await worker.reconciler.run_due(now)
                 if time.monotonic() - last_sweep > self.settings.sweep_interval:
                     last_sweep = time.monotonic()
                     await self.expire_due(now)
@@ -264,6 +278,12 @@ DISPATCH = web.AppKey("dispatch", Dispatcher)
 _RENDERERS: dict[tuple[object, ...], Renderer] = {}
 
 
+def shared_renderer(settings: Settings, taxonomy: Taxonomy) -> Renderer:
+    """The compiled templates, loaded once per process for the same render settings
+    (dispatch renders with it; the console prefills warning texts from it)."""
+    return _renderer(settings, taxonomy)
+
+
 def _renderer(settings: Settings, taxonomy: Taxonomy) -> Renderer:
     """The compiled templates, loaded once per process for the same render settings."""
     key = (settings.render.model_dump_json(), str(settings.taxonomy_file), len(taxonomy))
@@ -287,7 +307,7 @@ def setup_dispatch(app: web.Application, settings: Settings) -> None:
         svc = app[SERVICES]
         renderer = _renderer(settings, svc.taxonomy)
         channels: Mapping[str, Channel] = app.get(CHANNELS) or {}  # type: ignore[arg-type]
-        dispatcher = Dispatcher(svc, channels, renderer)
+        dispatcher = Dispatcher(svc, channels, renderer, meter=app.get(METRICS))
         app[DISPATCH] = dispatcher
         await dispatcher.start()
         try:
@@ -298,4 +318,4 @@ def setup_dispatch(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(dispatch_ctx)
 
 
-__all__ = ["DISPATCH", "Dispatcher", "setup_dispatch"]
+__all__ = ["DISPATCH", "Dispatcher", "setup_dispatch", "shared_renderer"]

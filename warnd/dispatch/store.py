@@ -13,6 +13,9 @@ Everything about an alert's deliveries lives under its hash tag
 ``ev``      hash: delivery number → its event log (only deliveries that did
             more than queued → sending → sent: retries, errors, acks, escalation)
 ``ack``     hash: subscriber id → delivery id that was acknowledged
+``sx`` ``tb`` ``rb`` ``cv``  coverage: each delivery's subscriber number, the
+            subscribers targeted and reached (bitmaps), per-area counters
+            (see :mod:`warnd.dispatch.lua` and :mod:`warnd.coverage`)
 
 About 9 bytes of state plus the address per delivery; a batch of 1,000 is
 claimed, and its outcome written, by one script call each. A delivery's id
@@ -27,18 +30,43 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 from redis.asyncio import Redis
 
 from warnd.dispatch import lua
 from warnd.dispatch.states import DeliveryState
 from warnd.groups import CHANNELS
 from warnd.keys import Keys
+from warnd.wire import Wire
 
 _CHANNEL_INDEX = {c.value: i for i, c in enumerate(CHANNELS)}
 
 
+NOSUB = 0xFFFFFFFF
+"""Subscriber number of a delivery that reaches no subscriber of the alert
+(a supervisor's reminder): never counted in coverage."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def pack_numbers(numbers: Sequence[int] | npt.NDArray[np.integer[Any]]) -> bytes:
+    """Subscriber numbers as the ``sx`` array stores them (4 bytes each, big-endian)."""
+    return np.asarray(numbers, dtype=">u4").tobytes()
+
+
+def _run_start(numbers: bytes, n: int) -> str:
+    """The first of ``n`` packed subscriber numbers when they are ``f, f+1, …`` in
+    order (coverage then counts the batch as a range), else ``""``."""
+    if not n or len(numbers) != 4 * n:
+        return ""
+    arr = np.frombuffer(numbers, dtype=">u4").astype(np.int64)
+    first = int(arr[0])
+    if first + n - 1 >= NOSUB or (n > 1 and not bool(np.all(np.diff(arr) == 1))):
+        return ""
+    return str(first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +131,14 @@ class BatchRecord:
         subscribers: Sequence[str] = (),
         refs: Sequence[str] = (),
     ) -> str:
-        doc: dict[str, Any] = {"c": channel, "v": variant, "a": list(addresses), "p": priority}
+        """The stored form: a JSON header line, then one address per line.
+
+        Joining and splitting lines is several times cheaper than a JSON list
+        of a thousand strings. A batch with an address that holds a line
+        break (none of warnd's validated addresses does) is stored as one
+        JSON document with the addresses under ``"a"``, as warnd did before.
+        """
+        doc: dict[str, Any] = {"c": channel, "v": variant, "p": priority}
         if kind != "alert":
             doc["x"] = kind
         if group:
@@ -112,18 +147,24 @@ class BatchRecord:
             doc["s"] = list(subscribers)
         if refs:
             doc["r"] = list(refs)
+        body = "\n".join(addresses)
+        if addresses and body.count("\n") == len(addresses) - 1:
+            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n" + body
+        doc["a"] = list(addresses)
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def decode(cls, alert_id: str, index: int, base: int, raw: str, hist: str) -> BatchRecord:
-        doc = json.loads(raw)
+        head, newline, body = raw.partition("\n")
+        doc = json.loads(head)
+        addresses = body.split("\n") if newline else doc["a"]
         return cls(
             alert_id=alert_id,
             index=index,
             base=base,
             channel=doc["c"],
             variant=int(doc["v"]),
-            addresses=doc["a"],
+            addresses=addresses,
             hist=hist or "",
             priority=doc.get("p", "lo"),
             kind=doc.get("x", "alert"),
@@ -159,6 +200,7 @@ class DeliveryStore:
         self.redis = redis
         self.keys = keys
         self._move = redis.register_script(lua.MOVE)
+        self._claim = redis.register_script(lua.CLAIM)
         self._sweep = redis.register_script(lua.SWEEP)
         self._add = redis.register_script(lua.ADD_BATCH)
         self._find = redis.register_script(lua.FIND)
@@ -171,6 +213,9 @@ class DeliveryStore:
 
     def _script_keys(self, alert_id: str) -> list[str]:
         return [self.key(alert_id, p) for p in lua.KEY_PARTS]
+
+    def _coverage_keys(self, alert_id: str) -> list[str]:
+        return [self.key(alert_id, p) for p in lua.COVERAGE_PARTS]
 
     # ---------------------------------------------------------------- plan
     async def plan(self, alert_id: str) -> dict[str, str]:
@@ -205,14 +250,30 @@ class DeliveryStore:
         record_json: str,
         channel: str,
         area_codes: Sequence[str],
-        area_of: Sequence[int],
+        area_of: Sequence[int] | npt.NDArray[np.integer[Any]],
         *,
         state: DeliveryState = DeliveryState.QUEUED,
         pipe: Any = None,
+        numbers: bytes = b"",
     ) -> Any:
         """Append a batch (``area_of[i]`` indexes ``area_codes``); returns ``[k, base]``
-        (or queues the call on ``pipe``)."""
-        keys = [*self._script_keys(alert_id), self.key(alert_id, "b"), self.key(alert_id, "ai")]
+        (or queues the call on ``pipe``). ``numbers``: each delivery's subscriber
+        number (:func:`pack_numbers`), for coverage.
+
+        The per-delivery arguments go as bytes (area index, subscriber number)
+        with the counts per area made here, so the script has no loop over
+        deliveries (see :data:`lua.ADD_BATCH`).
+        """
+        local = np.asarray(area_of, dtype=np.int64)
+        counts = np.bincount(local, minlength=len(area_codes))  # raises for a negative index
+        if len(counts) > len(area_codes):
+            raise ValueError("area_of must index area_codes")
+        keys = [
+            *self._script_keys(alert_id),
+            self.key(alert_id, "b"),
+            self.key(alert_id, "ai"),
+            *self._coverage_keys(alert_id),
+        ]
         args: list[str | int] = [
             now_ms(),
             record_json,
@@ -221,7 +282,10 @@ class DeliveryStore:
             channel,
             _CHANNEL_INDEX.get(channel, 255),
             ",".join(area_codes),
-            ",".join(map(str, area_of)),
+            local.astype(">u2" if len(area_codes) > 256 else np.uint8).tobytes(),  # type: ignore[list-item]
+            numbers,  # type: ignore[list-item]  # bytes go to Redis as they are
+            ",".join(map(str, counts.tolist())),
+            _run_start(numbers, len(local)),
         ]
         return await self._add(keys=keys, args=args, client=pipe)
 
@@ -276,7 +340,7 @@ class DeliveryStore:
         if offs == "":
             return Moved([], [], [], to)
         res = await self._move(
-            keys=self._script_keys(batch.alert_id),
+            keys=[*self._script_keys(batch.alert_id), *self._coverage_keys(batch.alert_id)],
             args=[
                 now if now is not None else now_ms(),
                 batch.base,
@@ -300,6 +364,44 @@ class DeliveryStore:
             DeliveryState.of(str(final)),
         )
 
+    async def claim(
+        self,
+        alert_id: str,
+        k: int,
+        offsets: Sequence[int] | None,
+        *,
+        reclaimed: bool = False,
+        known: BatchRecord | None = None,
+    ) -> tuple[BatchRecord | None, Moved]:
+        """Read batch ``k`` (unless ``known``) and claim its queued deliveries
+        (``offsets``; ``None``: all) in one call: they become ``sending``, or
+        ``cancelled`` / ``expired`` when the alert was halted or has expired.
+        ``(None, nothing moved)`` when there is no such batch.
+        """
+        offs = "*" if offsets is None else ",".join(map(str, offsets))
+        res = cast(
+            list[Any],
+            await self._claim(
+                keys=[
+                    *self._script_keys(alert_id),
+                    *self._coverage_keys(alert_id),
+                    self.key(alert_id, "b"),
+                ],
+                args=[now_ms(), k, offs, "1" if reclaimed else "0", "0" if known else "1"],
+            ),
+        )
+        if int(res[2]) < 0:
+            return None, Moved([], [], [], DeliveryState.SENDING)
+        raw, hist, base, n, _channel, moved, stale, ats, _count, to = res
+        batch = known or BatchRecord.decode(alert_id, k, int(base), str(raw), str(hist))
+        n = int(n)
+        return batch, Moved(
+            _offsets(str(moved), n),
+            _offsets(str(stale), n),
+            _offsets(str(ats), 1 << 30),
+            DeliveryState.of(str(to)),
+        )
+
     async def sweep(self, alert_id: str, frm: str, to: DeliveryState, *, chunk: int = 50) -> int:
         """Move every delivery of an alert in a state of ``frm`` to ``to``, a few
         batches per script call so Redis is never blocked for long."""
@@ -307,7 +409,7 @@ class DeliveryStore:
         nb = int(await self.redis.hget(self.key(alert_id, "plan"), "nb") or 0)
         for k0 in range(0, nb, chunk):
             moved = await self._sweep(
-                keys=self._script_keys(alert_id),
+                keys=[*self._script_keys(alert_id), *self._coverage_keys(alert_id)],
                 args=[now_ms(), k0, min(nb, k0 + chunk), frm, to.code],
             )
             total += int(cast(int, moved))
@@ -348,9 +450,40 @@ class DeliveryStore:
         )
         return [str(x) for x in cast(list[Any], res)]
 
+    async def numbers(self, alert_id: str, start: int, n: int) -> list[int]:
+        """The subscriber numbers of deliveries ``start .. start+n-1`` (coverage);
+        shorter when the plan recorded none."""
+        if n <= 0:
+            return []
+        res = await self._read(
+            keys=[*self._script_keys(alert_id), self.key(alert_id, "sx")],
+            args=[0, "x", start, n],
+        )
+        return [int(x) for x in cast(list[Any], res)]
+
     async def counters(self, alert_id: str) -> dict[str, int]:
         raw = cast(dict[str, str], await self.redis.hgetall(self.key(alert_id, "cnt")))
         return {k: int(v) for k, v in raw.items() if int(v)}
+
+    async def remember_provider_ids(self, channel: str, ids: Mapping[str, str]) -> None:
+        """Entries asynchronous receipts find their delivery by (kept three days):
+        provider message id → delivery id, or one per request (see
+        :mod:`warnd.dispatch.correlate`)."""
+        if not ids:
+            return
+        day = time.strftime("%Y%m%d", time.gmtime())
+        key = self.keys.provider_ids(channel, day).encode()
+        # A thousand fields a batch: packed here in one go, not argument by
+        # argument by redis-py (lengths in characters are bytes for ASCII).
+        fields = "".join([f"${len(p)}\r\n{p}\r\n${len(d)}\r\n{d}\r\n" for p, d in ids.items()])
+        wire = Wire()
+        if fields.isascii():
+            head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * len(ids), len(key), key)
+            wire.add_packed(head + fields.encode())
+        else:
+            wire.add(b"HSET", key, *(x.encode() for pair in ids.items() for x in pair))
+        wire.add(b"EXPIRE", key, b"%d" % (3 * 86400))
+        await wire.execute(self.redis)
 
     # --------------------------------------------------------------- events
     async def add_events(
@@ -378,5 +511,5 @@ class DeliveryStore:
         return out
 
     async def all_keys(self, alert_id: str) -> list[str]:
-        parts = (*lua.KEY_PARTS, "b", "ai", "msg", "ev", "ack")
+        parts = (*lua.KEY_PARTS, "b", "ai", "msg", "ev", "ack", *lua.COVERAGE_PARTS)
         return [self.key(alert_id, p) for p in parts]

@@ -20,7 +20,10 @@ For one lane entry:
    ``sent``/``delivered``; ``failed`` → dead letter; ``retry`` → back to
    ``queued`` and rescheduled with exponential backoff and jitter (at least
    ``retry_after``; throttling does not use up an attempt), dead-lettered
-   once the channel's attempts are used up; ``uncertain`` stays in doubt.
+   once the channel's attempts are used up; ``uncertain`` stays in doubt —
+   on a channel with a status-query API it is put on the reconcile schedule
+   (:mod:`warnd.dispatch.reconcile`), which resends only what the provider
+   says it never took.
 5. Acknowledge and delete the entry.
 
 A Redis outage before the send abandons the entry (it is retried); after
@@ -34,21 +37,33 @@ import contextlib
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from warnd.channel import Batch, Channel, Outcome, Receipt, Target, mask_address
+from warnd.channel import (
+    Batch,
+    Channel,
+    Outcome,
+    Receipt,
+    Receipts,
+    Target,
+    Targets,
+    mask_address,
+)
 from warnd.dispatch.config import DispatchSettings
+from warnd.dispatch.correlate import ReceiptColumns, receipt_ids
 from warnd.dispatch.lanes import PRIORITIES, WORKERS, Entry, Lanes
+from warnd.dispatch.meter import Meter
 from warnd.dispatch.ratelimit import RateLimiter
+from warnd.dispatch.reconcile import Reconciler
 from warnd.dispatch.states import DeliveryState
-from warnd.dispatch.store import BatchRecord, DeliveryStore
+from warnd.dispatch.store import BatchRecord, DeliveryStore, Moved
 from warnd.model import Level, MsgType
 
 log = structlog.get_logger("warnd.dispatch.worker")
@@ -58,10 +73,14 @@ OUTAGE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 _T = TypeVar("_T")
 
+_MAX_OFFSET = 10_000
+_OFFSETS = [str(j) for j in range(_MAX_OFFSET)]
+"""Offsets as text, made once: delivery ids are the batch's prefix + the offset."""
+
 AckHook = Callable[[BatchRecord, list[int], dict[str, str]], Awaitable[None]]
 """Called with the offsets of an acknowledgement batch that were sent."""
-AckLine = Callable[[BatchRecord, int, str], Awaitable[str]]
-"""The confirmation line appended for one recipient of an acknowledgement batch."""
+AckLines = Callable[[BatchRecord, Sequence[int], str], Awaitable[list[str]]]
+"""The confirmation lines appended for recipients of an acknowledgement batch, one each."""
 
 
 async def persist(op: Callable[[], Awaitable[_T]], what: str, *, within: float = 120.0) -> _T:
@@ -91,16 +110,18 @@ class ChannelWorker:
         settings: DispatchSettings,
         *,
         on_ack_sent: AckHook | None = None,
-        ack_line: AckLine | None = None,
+        ack_lines: AckLines | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.channel = channel
+        self.meter = meter
         self.name = channel.name
         self.store = store
         self.lanes = lanes
         self.limiter = limiter
         self.settings = settings
         self.on_ack_sent = on_ack_sent
-        self.ack_line = ack_line
+        self.ack_lines = ack_lines
         self.streams = [lanes.lane(self.name, p) for p in PRIORITIES]
         self.slots = asyncio.Semaphore(settings.concurrency_for(self.name))
         self.local: deque[Entry] = deque()
@@ -110,6 +131,12 @@ class ChannelWorker:
         self._plans: dict[str, tuple[float, dict[str, str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
+        # Asks the provider about deliveries left uncertain (a channel with a query API).
+        self.reconciler = (
+            Reconciler(channel, store, lanes, settings, on_sent=on_ack_sent)
+            if channel.reconciles
+            else None
+        )
 
     # ------------------------------------------------------------ the loops
     async def run(self, stop: asyncio.Event) -> None:
@@ -241,17 +268,19 @@ class ChannelWorker:
             self.inflight.pop(entry.id, None)
 
     # ------------------------------------------------------------ caches
-    async def _batch(self, aid: str, k: int) -> BatchRecord | None:
+    async def _claim(
+        self, aid: str, k: int, offsets: list[int] | None, reclaimed: bool
+    ) -> tuple[BatchRecord | None, Moved]:
+        """Batch ``k`` (read with the claim unless cached: a retry's batch) and its claim."""
         hit = self._batches.get((aid, k))
         if hit is not None:
             self._batches.move_to_end((aid, k))
-            return hit
-        got = (await self.store.batches(aid, [k])).get(k)
-        if got is not None:
-            self._batches[(aid, k)] = got
+        batch, claim = await self.store.claim(aid, k, offsets, reclaimed=reclaimed, known=hit)
+        if batch is not None and hit is None:
+            self._batches[(aid, k)] = batch
             if len(self._batches) > 64:
                 self._batches.popitem(last=False)
-        return got
+        return batch, claim
 
     async def _message(self, aid: str, v: int) -> dict[str, Any]:
         hit = self._messages.get((aid, v))
@@ -282,18 +311,10 @@ class ChannelWorker:
             return
         raw = entry.fields.get("o", "")
         offsets = [int(x) for x in raw.split(",") if x] if raw else None
-        batch = await self._batch(aid, k)
+        batch, claim = await self._claim(aid, k, offsets, entry.reclaimed)
         if batch is None:
             log.error("dispatch.unknown_batch", channel=self.name, alert_id=aid, batch=k)
             return
-        claim = await self.store.move(
-            batch,
-            offsets,
-            DeliveryState.QUEUED.code,
-            DeliveryState.SENDING,
-            claim=True,
-            reclaimed=entry.reclaimed,
-        )
         if claim.to is not DeliveryState.SENDING:
             if claim.offsets:
                 log.info(
@@ -305,26 +326,31 @@ class ChannelWorker:
                 )
             return
         send = list(claim.offsets)
-        settled: list[Receipt] = []
+        settled: list[tuple[int, Receipt]] = []
         if claim.stale:
             more, settled = await self._reconcile(batch, claim.stale)
             send += more
         if not send and not settled:
             return
-        receipts = settled
+        receipts: Sequence[Receipt] = ()
         if send:
             wait = await self.limiter.reserve(self.channel, len(send))
             if wait > 0:
                 await asyncio.sleep(wait)
             plan = await self._plan(aid)
             message = await self._message(aid, batch.variant)
-            receipts = receipts + await self._send(batch, send, message, plan)
-        await persist(lambda: self.record(batch, receipts), "record outcomes")
+            receipts = await self._send(batch, send, message, plan)
+        at: list[int] = send
+        if settled:
+            receipts = [r for _, r in settled] + list(receipts)
+            at = [j for j, _ in settled] + send
+        await persist(lambda: self.record(batch, receipts, at), "record outcomes")
 
     async def _reconcile(
         self, batch: BatchRecord, offsets: list[int]
-    ) -> tuple[list[int], list[Receipt]]:
-        """Deliveries a dead consumer was sending: which to send now, which are settled."""
+    ) -> tuple[list[int], list[tuple[int, Receipt]]]:
+        """Deliveries a dead consumer was sending: which to send now, which are
+        settled (with their offsets)."""
         targets = [Target(batch.delivery_id(j), batch.addresses[j]) for j in offsets]
         try:
             answers = await self.channel.reconcile(targets)
@@ -335,7 +361,7 @@ class ChannelWorker:
             ]
         by_id = {r.delivery_id: r for r in answers}
         send: list[int] = []
-        settled: list[Receipt] = []
+        settled: list[tuple[int, Receipt]] = []
         for j, t in zip(offsets, targets, strict=True):
             r = by_id.get(t.delivery_id) or Receipt.uncertain(t.delivery_id, "not reconciled")
             if r.outcome is Outcome.RETRY or (
@@ -343,7 +369,7 @@ class ChannelWorker:
             ):
                 send.append(j)
             else:
-                settled.append(r)
+                settled.append((j, r))
         log.info(
             "dispatch.reconciled",
             channel=self.name,
@@ -357,7 +383,7 @@ class ChannelWorker:
     def _batch_of(
         self,
         batch: BatchRecord,
-        targets: tuple[Target, ...],
+        targets: Sequence[Target],
         message: dict[str, Any],
         plan: dict[str, str],
         text: str | None = None,
@@ -386,25 +412,38 @@ class ChannelWorker:
         offsets: Sequence[int],
         message: dict[str, Any],
         plan: dict[str, str],
-    ) -> list[Receipt]:
-        targets = tuple(Target(batch.delivery_id(j), batch.addresses[j]) for j in offsets)
-        if batch.group and self.ack_line is not None:
-            # Each recipient gets its own confirmation code: one message each.
-            ack_line = self.ack_line
+    ) -> Sequence[Receipt]:
+        """Send to ``offsets``; one receipt each, in the same order."""
+        prefix = f"{batch.alert_id}.{batch.index}."
+        ids = [prefix + _OFFSETS[j] if j < _MAX_OFFSET else f"{prefix}{j}" for j in offsets]
+        addresses = batch.addresses
+        targets = Targets(ids, [addresses[j] for j in offsets])
+        if batch.group and self.ack_lines is not None:
+            # Each recipient gets its own confirmation code: one message each,
+            # as many at once as the channel has connections (a batch can hold
+            # a thousand recipients; neither the provider nor Redis's pool
+            # should see them all at once).
+            lines = await self.ack_lines(batch, offsets, str(message.get("language") or "zh-Hans"))
             base_text = str(message.get("text", ""))
+            sem = asyncio.Semaphore(self.channel.config.max_connections)
 
-            async def one(j: int, t: Target) -> list[Receipt]:
-                line = await ack_line(batch, j, str(message.get("language") or "zh-Hans"))
-                return await self._call(
-                    self._batch_of(batch, (t,), message, plan, base_text + line)
-                )
+            async def one(t: Target, line: str) -> Sequence[Receipt]:
+                async with sem:
+                    return await self._call(
+                        self._batch_of(batch, (t,), message, plan, base_text + line)
+                    )
 
             parts = await asyncio.gather(
-                *(one(j, t) for j, t in zip(offsets, targets, strict=True))
+                *(one(t, ln) for t, ln in zip(targets, lines, strict=True))
             )
-            receipts = [r for p in parts for r in p]
+            receipts: Sequence[Receipt] = [r for p in parts for r in p]
         else:
             receipts = await self._call(self._batch_of(batch, targets, message, plan))
+        got = receipts.delivery_ids if isinstance(receipts, Receipts) else None
+        if got is None:
+            got = [r.delivery_id for r in receipts]
+        if len(receipts) == len(ids) and got == ids:
+            return receipts  # the usual answer: one per target, in their order
         by_id = {r.delivery_id: r for r in receipts}
         out = []
         for t in targets:
@@ -414,7 +453,8 @@ class ChannelWorker:
             out.append(r)
         return out
 
-    async def _call(self, b: Batch) -> list[Receipt]:
+    async def _call(self, b: Batch) -> Sequence[Receipt]:
+        started = time.perf_counter()
         try:
             return await self.channel.send(b)
         except asyncio.CancelledError:
@@ -425,17 +465,50 @@ class ChannelWorker:
             if self.channel.idempotent:
                 return [Receipt.retry(t.delivery_id, err, after=1.0) for t in b.targets]
             return [Receipt.uncertain(t.delivery_id, err) for t in b.targets]
+        finally:
+            if self.meter is not None:
+                self.meter.batch_sent(self.name, time.perf_counter() - started)
 
     # ------------------------------------------------------------ outcomes
-    async def record(self, batch: BatchRecord, receipts: Sequence[Receipt]) -> None:
-        """Write each receipt's outcome; reschedule retries; dead-letter failures."""
-        offset_of = {batch.delivery_id(j): j for j in range(batch.size)}
-        groups: dict[tuple[Outcome, bool], list[tuple[int, Receipt]]] = {}
-        for r in receipts:
-            j = offset_of.get(r.delivery_id)
-            if j is not None:
-                groups.setdefault((r.outcome, r.counts_attempt), []).append((j, r))
-        all_sent = len(groups) == 1 and len(receipts) == batch.size
+    async def record(
+        self,
+        batch: BatchRecord,
+        receipts: Sequence[Receipt],
+        offsets: Sequence[int] | None = None,
+    ) -> None:
+        """Write each receipt's outcome; reschedule retries; dead-letter failures.
+
+        ``offsets``: the offset in the batch of each receipt's delivery, when
+        the caller knows them (else found from the delivery ids).
+        """
+        pairs: Sequence[tuple[int, Receipt]]
+        if isinstance(receipts, Receipts) and offsets is not None and len(offsets) == len(receipts):
+            # One outcome for all, in columns: no object per delivery.
+            pairs = _Pairs(offsets, receipts)
+            kinds = {(receipts.outcome, receipts.counts_attempt)}
+        else:
+            if offsets is not None and len(offsets) == len(receipts):
+                pairs = list(zip(offsets, receipts, strict=True))
+            else:
+                offset_of = {batch.delivery_id(j): j for j in range(batch.size)}
+                pairs = [
+                    (offset_of[r.delivery_id], r) for r in receipts if r.delivery_id in offset_of
+                ]
+            kinds = {(r.outcome, r.counts_attempt) for _, r in pairs}
+        groups: dict[tuple[Outcome, bool], Sequence[tuple[int, Receipt]]] = {}
+        if len(kinds) == 1:
+            groups[kinds.pop()] = pairs  # the usual case: one outcome for all
+        else:
+            split: dict[tuple[Outcome, bool], list[tuple[int, Receipt]]] = {}
+            for j, r in pairs:
+                split.setdefault((r.outcome, r.counts_attempt), []).append((j, r))
+            groups.update(split)
+        if self.meter is not None:
+            tally: dict[str, int] = {}
+            for (outcome, _), items in groups.items():
+                tally[outcome.value] = tally.get(outcome.value, 0) + len(items)
+            self.meter.outcomes(self.name, tally)
+        all_sent = len(groups) == 1 and len(pairs) == batch.size
         events: list[tuple[int, dict[str, Any]]] = []
         for (outcome, counts), items in groups.items():
             offsets = None if all_sent else [j for j, _ in items]
@@ -444,8 +517,11 @@ class ChannelWorker:
                 moved = await self.store.move(batch, offsets, "s", to, bump="1")
                 self.sent += len(moved.offsets)
                 await self._provider_ids(batch, items)
-                if batch.group and self.on_ack_sent is not None and moved.offsets:
-                    await self.on_ack_sent(batch, moved.offsets, {})
+                started = list(moved.offsets)
+                if len(moved.offsets) < len(items):
+                    started += await self._overtaken(batch, items, moved.offsets)
+                if batch.group and self.on_ack_sent is not None and started:
+                    await self.on_ack_sent(batch, started, {})
             elif outcome is Outcome.FAILED:
                 moved = await self.store.move(batch, offsets, "s", DeliveryState.FAILED, bump="1")
                 done = set(moved.offsets)
@@ -459,15 +535,34 @@ class ChannelWorker:
                 )
                 done = set(moved.offsets)
                 events += [(batch.base + j, _event("uncertain", r)) for j, r in items if j in done]
+                if self.reconciler is not None:
+                    await self.reconciler.schedule(batch, moved.offsets)
             else:
                 await self._retry(batch, items, counts, events)
         if events:
             await self.store.add_events(batch.alert_id, events)
 
+    async def _overtaken(
+        self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]], moved: list[int]
+    ) -> list[int]:
+        """Sent deliveries whose asynchronous receipt arrived before this record
+        (a fast gateway's delivery report): their attempt still counts, and a
+        delivered one still waits for its acknowledgement. Returns those."""
+        rest = sorted({j for j, _ in items} - set(moved))
+        delivered: list[int] = []
+        for state in (DeliveryState.DELIVERED, DeliveryState.ACKNOWLEDGED, DeliveryState.FAILED):
+            if not rest:
+                break
+            got = await self.store.move(batch, rest, state.code, state, bump="1")
+            if state is DeliveryState.DELIVERED:
+                delivered = got.offsets
+            rest = sorted(set(rest) - set(got.offsets))
+        return delivered
+
     async def _retry(
         self,
         batch: BatchRecord,
-        items: list[tuple[int, Receipt]],
+        items: Sequence[tuple[int, Receipt]],
         counts: bool,
         events: list[tuple[int, dict[str, Any]]],
     ) -> None:
@@ -535,17 +630,35 @@ class ChannelWorker:
             "delivery.failed", channel=self.name, delivery_id=batch.delivery_id(j), reason=reason
         )
 
-    async def _provider_ids(self, batch: BatchRecord, items: list[tuple[int, Receipt]]) -> None:
-        if not self.channel.async_receipts:
-            return
-        ids: dict[Any, Any] = {r.provider_id: r.delivery_id for _, r in items if r.provider_id}
-        if ids:
-            day = time.strftime("%Y%m%d", time.gmtime())
-            key = self.store.keys.provider_ids(self.name, day)
-            pipe = self.store.redis.pipeline(transaction=False)
-            pipe.hset(key, mapping=ids)
-            pipe.expire(key, 3 * 86400)
-            await pipe.execute()
+    async def _provider_ids(self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]]) -> None:
+        ids = receipt_ids(self.channel, batch.alert_id, batch.index, items)
+        await self.store.remember_provider_ids(self.name, ids)
+
+
+class _Pairs(Sequence[tuple[int, Receipt]], ReceiptColumns):
+    """``(offset, receipt)`` of each delivery of a :class:`Receipts`, made only
+    when looked at (recording an all-sent batch looks at none)."""
+
+    __slots__ = ("offsets", "receipts")
+
+    def __init__(self, offsets: Sequence[int], receipts: Receipts) -> None:
+        self.offsets = offsets
+        self.receipts = receipts
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, Receipt]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, Receipt]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[int, Receipt] | list[tuple[int, Receipt]]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        return self.offsets[i], self.receipts[i]
+
+    def __iter__(self) -> Iterator[tuple[int, Receipt]]:
+        return zip(self.offsets, self.receipts, strict=True)
 
 
 def _event(name: str, r: Receipt) -> dict[str, Any]:
@@ -557,6 +670,8 @@ def _event(name: str, r: Receipt) -> dict[str, Any]:
     if r.retry_after is not None and name == "retry":
         out["retry_after"] = r.retry_after
         out["counted"] = r.counts_attempt
+    if name == "uncertain" and r.provider_id:
+        out["ref"] = r.provider_id  # what the provider's query API knows the send by
     return out
 
 
