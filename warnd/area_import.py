@@ -49,14 +49,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import functools
-import hashlib
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import shapely
 import structlog
@@ -65,6 +64,7 @@ from redis.asyncio import Redis
 from warnd.adcodes import ancestor_codes, normalise_code, parent_code
 from warnd.errors import ConfigError
 from warnd.geo import Datum, geojson_geometry, to_wgs84
+from warnd.imported_files import changed_files
 from warnd.keys import Keys
 
 log = structlog.get_logger("warnd.area_import")
@@ -604,16 +604,8 @@ async def import_configured(
     import, so restarts do not redo the work.
     """
     done: list[ImportSummary] = []
-    for path in files:
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise ConfigError(f"[areas] import: {path}: {exc.strerror}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        key = str(path.resolve())
-        previous = cast(str | None, await redis.hget(keys.area_import_digests, key))
-        if previous == digest and not force:
-            continue
-        done.append(await import_file(redis, keys, path))
-        await redis.hset(keys.area_import_digests, key, digest)
+    digests = keys.area_import_digests
+    async for f in changed_files(redis, digests, files, setting="[areas] import", force=force):
+        done.append(await import_file(redis, keys, f.path))
+        await f.mark_imported(redis, digests)
     return done
