@@ -38,7 +38,7 @@ from warnd.redis_server import EmbeddedRedis, find_redis_server, redis_client
 from warnd.settings import Settings
 
 # Real peers for the channel tests (Kannel, mosquitto, HTTP gateways): tests/peers.py.
-pytest_plugins = ["peers", "feedkit"]
+pytest_plugins = ["peers", "feedkit", "dispatch_data"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TAXONOMY_FILE = REPO_ROOT / "config" / "taxonomy.toml"

@@ -233,3 +233,22 @@ def test_token_lifecycle_against_a_configured_redis(tmp_path: Path, redis_url: s
         env=env,
     )
     assert bad.returncode == 2 and "37a" in bad.stderr
+
+
+def test_serve_that_fails_to_start_stops_its_embedded_redis(tmp_path: Path) -> None:
+    """A start-up error after the embedded redis-server started leaves no server behind."""
+    cfg = write_config(
+        tmp_path,
+        free_tcp_port(),
+        subscribers=f'[subscribers]\nimport = ["{tmp_path / "nowhere.csv"}"]',
+    )
+    result = run("serve", "--config", str(cfg))
+    assert result.returncode == 2, result.stderr
+    assert "nowhere.csv" in result.stderr and "Traceback" not in result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    started = [e for e in events if e["event"] == "redis.embedded_started"]
+    assert len(started) == 1
+    assert any(e["event"] == "redis.embedded_stopped" for e in events)
+    with pytest.raises(ProcessLookupError):
+        os.kill(started[0]["pid"], 0)

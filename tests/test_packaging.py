@@ -52,6 +52,8 @@ def test_built_wheel_ships_warnd_channels_and_no_channels_package(tmp_path: Path
     names = zipfile.ZipFile(wheel).namelist()
     assert "warnd_channels/__init__.py" in names
     assert "warnd/data/cap12.xsd" in names
+    for data in ("templates/base.html", "static/console.js", "messages/en.toml"):
+        assert f"warnd/console/{data}" in names, data  # the console's package data
     assert not any(n.startswith("channels/") for n in names)
     assert not any(n.startswith("tests/") for n in names)
 

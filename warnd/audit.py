@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from pydantic import BaseModel
@@ -55,30 +56,51 @@ class Audit:
         self, *, after: str | None = None, limit: int = 100, event: str | None = None
     ) -> list[AuditEntry]:
         """Entries oldest first, strictly after stream id ``after``."""
-        start = f"({after}" if after else "-"
+        return await self._walk(
+            lambda bound: self._redis.xrange(self._key, min=bound, count=limit),
+            f"({after}" if after else "-",
+            limit,
+            event,
+        )
+
+    async def latest(
+        self, *, before: str | None = None, limit: int = 100, event: str | None = None
+    ) -> list[AuditEntry]:
+        """Entries newest first, strictly before stream id ``before``."""
+        return await self._walk(
+            lambda bound: self._redis.xrevrange(self._key, max=bound, min="-", count=limit),
+            f"({before}" if before else "+",
+            limit,
+            event,
+        )
+
+    @staticmethod
+    async def _walk(
+        read: Callable[[str], Awaitable[Any]], bound: str, limit: int, event: str | None
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` entries (of ``event``, if given) read in pages from ``bound`` on."""
         out: list[AuditEntry] = []
         while len(out) < limit:
             # decode_responses=True: entries come back as str.
-            batch = cast(
-                list[tuple[str, dict[str, str]]],
-                await self._redis.xrange(self._key, min=start, count=limit),
-            )
+            batch = cast(list[tuple[str, dict[str, str]]], await read(bound))
             if not batch:
                 break
             for entry_id, fields in batch:
-                start = f"({entry_id}"
+                bound = f"({entry_id}"
                 if event is not None and fields.get("event") != event:
                     continue
-                out.append(
-                    AuditEntry(
-                        id=entry_id,
-                        at=float(fields.get("at", 0)),
-                        event=fields.get("event", ""),
-                        actor=fields.get("actor", ""),
-                        alert_id=fields.get("alert_id"),
-                        detail=json.loads(fields.get("detail", "{}")),
-                    )
-                )
+                out.append(_entry(entry_id, fields))
                 if len(out) == limit:
                     break
         return out
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> AuditEntry:
+    return AuditEntry(
+        id=entry_id,
+        at=float(fields.get("at", 0)),
+        event=fields.get("event", ""),
+        actor=fields.get("actor", ""),
+        alert_id=fields.get("alert_id"),
+        detail=json.loads(fields.get("detail", "{}")),
+    )

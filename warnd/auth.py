@@ -107,7 +107,8 @@ class TokenInfo:
         }
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
+    """The SHA-256 a token is stored under."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -128,7 +129,7 @@ class TokenStore:
         prefixes = _check_prefixes(areas)
         token_id = secrets.token_hex(6)
         secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        digest = _digest(secret)
+        digest = token_digest(secret)
         now = time.time()
         await self._redis.hset(
             self._keys.token(digest),
@@ -155,7 +156,12 @@ class TokenStore:
     async def authenticate(self, secret: str) -> Principal:
         if not secret.startswith(TOKEN_PREFIX):
             raise Unauthorized("the bearer token is not a warnd token")
-        fields = cast(dict[str, str], await self._redis.hgetall(self._keys.token(_digest(secret))))
+        return await self.by_digest(token_digest(secret))
+
+    async def by_digest(self, digest: str) -> Principal:
+        """The principal of the token with this SHA-256 (what a console session
+        keeps instead of the token), as it is now: revoked tokens are refused."""
+        fields = cast(dict[str, str], await self._redis.hgetall(self._keys.token(digest)))
         if not fields:
             raise Unauthorized("unknown bearer token")
         if fields.get("revoked_at"):

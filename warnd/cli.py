@@ -45,7 +45,13 @@ async def _serve(settings: Settings) -> None:
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        # What did start (the embedded redis-server, channel sessions) stops
+        # before the error is reported.
+        await runner.cleanup()
+        raise
     try:
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
@@ -59,6 +65,8 @@ async def _serve(settings: Settings) -> None:
         )
         print(f"warnd {__version__} listening on {', '.join(addresses)}", flush=True)
         print(f"  OpenAPI: {addresses[0]}/v1/openapi.json", flush=True)
+        if settings.console.enabled:
+            print(f"  console: {addresses[0]}/console/", flush=True)
         for name, feed in sorted(settings.feeds.items()):
             where = feed.public_url() or f"POST /v1/feeds/{name}"
             state = "" if feed.enabled else " (disabled)"
@@ -281,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     from warnd import subscriber_cli
 
     subscriber_cli.add_parser(sub, with_config)
+    from warnd import report_cli
+
+    report_cli.add_parser(sub, with_config)
     return parser
 
 
@@ -317,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from warnd import subscriber_cli
 
             return asyncio.run(subscriber_cli.run(settings, args))
+        if args.command == "report":
+            from warnd import report_cli
+
+            return asyncio.run(report_cli.run(settings, args))
     except ConfigError as exc:
         for p in exc.problems:
             print(f"warnd: error: {p}", file=sys.stderr)

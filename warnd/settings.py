@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from warnd.coverage.config import CoverageSettings
 from warnd.dispatch.config import DispatchSettings
 from warnd.errors import ConfigError
 from warnd.feeds.config import FeedName, FeedSettings, resolve_paths
@@ -92,6 +93,17 @@ class AreaSettings(_Section):
     """How often a running warnd checks whether areas were imported and reloads."""
 
 
+class SubscriberSettings(_Section):
+    """Subscriber rosters imported at start (see warnd/subscriber_io.py)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    import_files: list[Path] = Field(default_factory=list, alias="import")
+    """CSV or NDJSON rosters imported at start, after the areas (skipped when
+    unchanged since their last import); the same validation as
+    ``warnd subscribers import``, each rejected row logged with its line."""
+
+
 class RenderSettings(_Section):
     """Message rendering (see warnd/render.py and templates/README.md)."""
 
@@ -109,6 +121,18 @@ class RenderSettings(_Section):
     """Times in messages are written in this zone (Beijing time by default)."""
 
 
+class ConsoleSettings(_Section):
+    """The duty officer's web console under ``/console/`` (see warnd/console/)."""
+
+    enabled: bool = True
+    session_idle_minutes: int = Field(default=480, ge=5, le=7 * 24 * 60)
+    """A console session ends after this long without a request."""
+    session_max_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    """…and this long after login, whatever happens."""
+    refresh_seconds: int = Field(default=10, ge=2, le=3600)
+    """How often the alert list and a live alert page refresh themselves."""
+
+
 class Settings(_Section):
     data_dir: Path = Path("var")
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -120,6 +144,7 @@ class Settings(_Section):
     expiry_sweep_seconds: float = Field(default=30.0, gt=0)
     render: RenderSettings = Field(default_factory=RenderSettings)
     areas: AreaSettings = Field(default_factory=AreaSettings)
+    subscribers: SubscriberSettings = Field(default_factory=SubscriberSettings)
     groups: dict[str, GroupSettings] = Field(default_factory=dict)
     """Subscriber groups, one ``[groups.<key>]`` table each, in priority order
     (see warnd/groups.py); checked against the taxonomy at start."""
@@ -130,6 +155,9 @@ class Settings(_Section):
     options; validated by the plugin's config model (see warnd/plugins.py)."""
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     """Fan-out: workers, retries, crash recovery, dissemination policy (warnd/dispatch/)."""
+    coverage: CoverageSettings = Field(default_factory=CoverageSettings)
+    """Coverage reports: the partial-reach threshold (warnd/coverage/)."""
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     receipts_url: str | None = Field(default=None, pattern=r"^https?://")
     """warnd's receipts endpoint as gateways reach it (``http://host:8640/v1/receipts``);
     default: built from ``[http]``."""
@@ -202,6 +230,9 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         place(settings.render, name)
     settings.areas.import_files = [
         p if p.is_absolute() else base / p for p in settings.areas.import_files
+    ]
+    settings.subscribers.import_files = [
+        p if p.is_absolute() else base / p for p in settings.subscribers.import_files
     ]
     resolve_paths(settings.feeds, base)
     settings.config_path = config_path if config_path.exists() else None

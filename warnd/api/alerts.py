@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -77,34 +78,58 @@ def _media_type(request: web.Request) -> str:
     return request.content_type.lower()
 
 
+Build = Callable[[], Awaitable[tuple[Alert, list[str]]]]
+"""Parses or builds the alert of a submission: the alert and its parse warnings."""
+
+
+async def intake_alert(
+    svc: Services,
+    principal: Principal,
+    body: bytes,
+    build: Build,
+    *,
+    idempotency: Idempotency | None = None,
+) -> Accepted:
+    """Submit an alert through ingest as the operator API does.
+
+    Every door of an operator (the API, the console) comes through here, so
+    authorisation, idempotency, audit of refusals and dispatch are the same.
+    ``body`` is what the operator sent (hashed into the refusal's audit entry).
+    """
+    principal.require(Role.OPERATOR)
+    if idempotency is not None:
+        # Before parsing: a replayed JSON alert must not draw a new identifier.
+        earlier = await svc.intake.replay(principal, idempotency)
+        if earlier is not None:
+            return earlier
+    try:
+        alert, warnings = await build()
+        return await svc.intake.accept(
+            alert,
+            principal=principal,
+            source=principal.actor,
+            warnings=warnings,
+            idempotency=idempotency,
+        )
+    except WarndError as err:
+        if err.status in (400, 403, 422):
+            await svc.intake.refuse(err, source=principal.actor, body=body)
+        raise
+
+
 async def _submit(request: web.Request, build: Any = None) -> web.Response:
     svc = request.app[SERVICES]
     principal = principal_of(request)
     principal.require(Role.OPERATOR)
     body = await read_body(request, svc.settings.http.max_body_bytes)
     idem = Idempotency.of(request.headers.get("Idempotency-Key"), request.path.encode() + body)
-    if idem is not None:
-        # Before parsing: a replayed JSON alert must not draw a new identifier.
-        earlier = await svc.intake.replay(principal, idem)
-        if earlier is not None:
-            return _accepted_response(earlier)
-    try:
+
+    async def parse() -> tuple[Alert, list[str]]:
         if build is None:
-            alert, warnings = await _parse_body(request, svc, body)
-        else:
-            alert, warnings = await build(svc, principal, body), []
-        accepted = await svc.intake.accept(
-            alert,
-            principal=principal,
-            source=principal.actor,
-            warnings=warnings,
-            idempotency=idem,
-        )
-    except WarndError as err:
-        if err.status in (400, 403, 422):
-            await svc.intake.refuse(err, source=principal.actor, body=body)
-        raise
-    return _accepted_response(accepted)
+            return await _parse_body(request, svc, body)
+        return await build(svc, principal, body), []
+
+    return _accepted_response(await intake_alert(svc, principal, body, parse, idempotency=idem))
 
 
 @route(
@@ -153,19 +178,23 @@ async def update_alert(request: web.Request) -> web.Response:
         raise UnsupportedMediaType("an update is sent as application/json")
 
     async def build(svc: Services, principal: Principal, body: bytes) -> Alert:
-        data = _json(body)
-        if isinstance(data, dict):
-            data = {**data, "msg_type": "Update", "references": [_reference_to(target)]}
-            for key in ("identifier", "sent"):
-                data.pop(key, None)
-        return await alert_from_json(
-            data,
-            issuer=svc.settings.issuer,
-            taxonomy=svc.taxonomy,
-            next_seq=svc.next_identifier_seq,
-        )
+        return await update_message(svc, target, _json(body))
 
     return await _submit(request, build)
+
+
+async def update_message(svc: Services, target: AlertRecord, data: Any) -> Alert:
+    """The Update of ``target`` whose new content is the JSON alert ``data``."""
+    if isinstance(data, dict):
+        data = {**data, "msg_type": "Update", "references": [_reference_to(target)]}
+        for key in ("identifier", "sent"):
+            data.pop(key, None)
+    return await alert_from_json(
+        data,
+        issuer=svc.settings.issuer,
+        taxonomy=svc.taxonomy,
+        next_seq=svc.next_identifier_seq,
+    )
 
 
 @route(
@@ -185,28 +214,31 @@ async def cancel_alert(request: web.Request) -> web.Response:
             opts = CancelBody.model_validate(_json(body) if body.strip() else {})
         except ValidationError as exc:
             raise AlertInvalid("the cancel body is not valid", errors=field_errors(exc)) from None
-        issuer = svc.settings.issuer
-        sent = beijing_now()
-        seq = await svc.next_identifier_seq(sent.strftime("%Y%m%d%H%M%S"))
-        try:
-            return Alert(
-                identifier=cap_identifier(issuer.area_code, issuer.unit_code, sent, seq),
-                sender=issuer.sender,
-                sent=sent,
-                status=target.alert.status,
-                msg_type=MsgType.CANCEL,
-                scope=target.alert.scope,
-                restriction=target.alert.restriction,
-                addresses=target.alert.addresses,
-                note=opts.note or f"Cancels {target.identifier}",
-                references=[Reference.model_validate(_reference_to(target))],
-            )
-        except ValidationError as exc:
-            raise AlertInvalid(
-                "cannot build the cancel message", errors=field_errors(exc)
-            ) from None
+        return await cancel_message(svc, target, opts.note)
 
     return await _submit(request, build)
+
+
+async def cancel_message(svc: Services, target: AlertRecord, note: str | None) -> Alert:
+    """The CAP Cancel of ``target`` (解除), with the operator's ``note``."""
+    issuer = svc.settings.issuer
+    sent = beijing_now()
+    seq = await svc.next_identifier_seq(sent.strftime("%Y%m%d%H%M%S"))
+    try:
+        return Alert(
+            identifier=cap_identifier(issuer.area_code, issuer.unit_code, sent, seq),
+            sender=issuer.sender,
+            sent=sent,
+            status=target.alert.status,
+            msg_type=MsgType.CANCEL,
+            scope=target.alert.scope,
+            restriction=target.alert.restriction,
+            addresses=target.alert.addresses,
+            note=note or f"Cancels {target.identifier}",
+            references=[Reference.model_validate(_reference_to(target))],
+        )
+    except ValidationError as exc:
+        raise AlertInvalid("cannot build the cancel message", errors=field_errors(exc)) from None
 
 
 def _query(request: web.Request) -> AlertQuery:

@@ -18,10 +18,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from warnd.api import alerts as _alerts  # noqa: F401 - registers the alert routes
+from warnd.api import coverage as _coverage  # noqa: F401 - registers its routes
 from warnd.api import deliveries as _deliveries  # noqa: F401 - registers its routes
 from warnd.api.areas import setup_areas
 from warnd.api.context import PRINCIPAL, SERVICES, Services, principal_of
 from warnd.api.feeds import setup_feeds
+from warnd.api.metrics import metrics_middleware, setup_metrics
 from warnd.api.problems import Handler, problem_middleware
 from warnd.api.receipts import setup_channels
 from warnd.api.routes import Param, Response, openapi_document, route, setup_routes, spec_for
@@ -29,6 +31,7 @@ from warnd.api.schemas import AuditPage, Health
 from warnd.api.subscribers import setup_subscribers
 from warnd.auth import Role
 from warnd.channel import Channel
+from warnd.console import setup_console
 from warnd.dispatch.service import setup_dispatch
 from warnd.errors import BadRequest, Unauthorized
 from warnd.redis_server import open_redis
@@ -166,7 +169,7 @@ def create_app(
     """Build the application. With ``redis`` given (tests, embedding), use it;
     otherwise connect as configured (starting the embedded server if needed).
     ``poll_feeds=False`` builds the feeds without starting their polling tasks."""
-    app = web.Application(middlewares=[problem_middleware, auth_middleware])
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware])
     app[SETTINGS] = settings
     app[OPENAPI] = openapi_document()
     tax = taxonomy if taxonomy is not None else Taxonomy.load(settings.taxonomy_file)
@@ -201,6 +204,8 @@ def create_app(
     setup_subscribers(app, settings)  # loads the subscriber index; registers routes
     setup_feeds(app, poll=poll_feeds)  # after services_ctx: feed pollers and push
     setup_dispatch(app, settings)  # after channels, areas, subscribers: fan-out
+    setup_console(app, settings)  # after services: the duty officer's pages (/console/)
+    setup_metrics(app, settings)  # after services: counts accepted alerts
     setup_routes(app)
     return app
 

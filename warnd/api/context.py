@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from warnd.areas import AreaRegistry
 from warnd.audit import Audit
 from warnd.auth import Principal, TokenStore
+from warnd.coverage.service import CoverageService
 from warnd.errors import PayloadTooLarge, Unauthorized
 from warnd.groups import GroupTable
 from warnd.ingest import Intake
@@ -38,6 +39,8 @@ class Services:
     subscribers: SubscriberStore
     matcher: Matcher
     """The in-memory subscriber index; loaded by the ``subscribers`` cleanup_ctx entry."""
+    coverage: CoverageService
+    """Coverage reports and period statistics (warnd/coverage/)."""
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis, taxonomy: Taxonomy) -> Services:
@@ -59,6 +62,7 @@ class Services:
             areas=areas,
             subscribers=subscribers,
             matcher=Matcher(subscribers, areas, groups),
+            coverage=CoverageService(redis, keys, areas, store, settings.coverage),
         )
 
     async def next_identifier_seq(self, stamp: str) -> int:
