@@ -52,6 +52,7 @@ ERR_FREQ = 45009  # api freq out of limit
 ERR_INVALID_KEY = 93000  # invalid webhook url
 
 _KEY = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
@@ -96,6 +97,7 @@ class WeChatChannel(HttpChannel):
         self.rate = RateLimit(self.cfg.window_count, self.cfg.window_seconds, scope="address")
         self.window = RateWindow(self.cfg.window_count, self.cfg.window_seconds, self.context.redis)
         self._keys = self.context.keys or Keys()
+        self._url = f"{self.cfg.base_url.rstrip('/')}/cgi-bin/webhook/send"
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         if level is not None and level.value in self.cfg.markdown_levels:
@@ -131,39 +133,64 @@ class WeChatChannel(HttpChannel):
             err = f"{kind} is {size} bytes; WeChat Work takes at most {limit.max_length}"
             return [Receipt.failed(t.delivery_id, err) for t in batch.targets]
         body = json.dumps(payload, ensure_ascii=False).encode()
-        return await gather_limited(
-            batch.targets, lambda t: self._send_one(t, body), self.config.max_connections
-        )
-
-    async def _send_one(self, target: Target, body: bytes) -> list[Receipt]:
-        did = target.delivery_id
-        key = self.robot_key(target.address)
-        if key is None:
-            return [Receipt.failed(did, "not a WeChat Work robot key or webhook URL")]
-        window_key = self._keys.channel_window(
-            self.name, hashlib.sha256(key.encode()).hexdigest()[:20]
-        )
-        wait = await self.window.acquire(window_key)
-        if wait > 0:
-            return [
-                Receipt.retry(
-                    did,
+        out: list[Receipt | None] = [None] * len(batch.targets)
+        robots: list[tuple[int, str]] = []  # (position, robot key) of the valid endpoints
+        for i, t in enumerate(batch.targets):
+            key = self.robot_key(t.address)
+            if key is None:
+                out[i] = Receipt.failed(t.delivery_id, "not a WeChat Work robot key or webhook URL")
+            else:
+                robots.append((i, key))
+        # Every robot's window in one round trip; the full ones wait.
+        waits = await self.window.acquire_many([self._window_key(k) for _, k in robots])
+        go: list[tuple[int, str]] = []
+        for (i, key), wait in zip(robots, waits, strict=True):
+            if wait > 0:
+                out[i] = Receipt.retry(
+                    batch.targets[i].delivery_id,
                     f"robot's window of {self.cfg.window_count} per "
                     f"{self.cfg.window_seconds:g} s is full",
                     after=wait,
                     counts_attempt=False,
                     status="window",
                 )
-            ]
-        url = f"{self.cfg.base_url.rstrip('/')}/cgi-bin/webhook/send"
+            else:
+                go.append((i, key))
+        posted = await gather_limited(
+            go,
+            lambda ik: self._post(batch.targets[ik[0]], ik[1], body),
+            self.config.max_connections,
+        )
+        for (i, _), receipt in zip(go, posted, strict=True):
+            out[i] = receipt
+        receipts = [r for r in out if r is not None]
+        sent = sum(r.outcome.value == "sent" for r in receipts)
+        log.info(
+            "channel.batch_sent",
+            channel=self.name,
+            robots=len(receipts),
+            sent=sent,
+            held=len(robots) - len(go),
+            other=len(receipts) - sent - (len(robots) - len(go)),
+        )
+        return receipts
+
+    def _window_key(self, robot_key: str) -> str:
+        """The robot's rate window, keyed by a hash: the key itself is a credential."""
+        return self._keys.channel_window(
+            self.name, hashlib.sha256(robot_key.encode()).hexdigest()[:20]
+        )
+
+    async def _post(self, target: Target, key: str, body: bytes) -> list[Receipt]:
+        did = target.delivery_id
         if self._session is None:
             raise RuntimeError("send before start()")
         try:
             async with self._session.post(
-                url,
+                self._url,
                 params={"key": key},
                 data=body,
-                headers={"Content-Type": "application/json; charset=utf-8"},
+                headers=_HEADERS,
             ) as resp:
                 status = resp.status
                 text = await resp.text(errors="replace")
@@ -177,13 +204,16 @@ class WeChatChannel(HttpChannel):
             )
             return transport_receipts([target], exc, idempotent=False, who="wechat")
         receipt = self._classify(did, status, text)
-        log.info(
-            "channel.sent" if receipt.outcome.value == "sent" else "channel.refused",
-            channel=self.name,
-            delivery_id=did,
-            robot=mask_address(key),
-            status=receipt.provider_status,
-        )
+        if receipt.outcome.value == "sent":
+            log.debug("channel.sent", channel=self.name, delivery_id=did, robot=mask_address(key))
+        else:
+            log.info(
+                "channel.refused",
+                channel=self.name,
+                delivery_id=did,
+                robot=mask_address(key),
+                status=receipt.provider_status,
+            )
         return [receipt]
 
     def _classify(self, did: str, status: int, text: str) -> Receipt:

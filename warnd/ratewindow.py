@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -52,6 +53,23 @@ class RateWindow:
             keys=[key], args=[self.count, int(self.per * 1000), uuid.uuid4().hex]
         )
         return int(cast(int, wait_ms)) / 1000.0
+
+    async def acquire_many(self, keys: Sequence[str]) -> list[float]:
+        """``acquire`` for each key in turn, in one round trip to Redis.
+
+        A pipeline of script calls rather than one script over every key:
+        the keys (one per robot) need not share a Redis Cluster slot.
+        """
+        if self._script is None:
+            return [self._acquire_local(k) for k in keys]
+        if not keys:
+            return []
+        per_ms, tag = int(self.per * 1000), uuid.uuid4().hex
+        async with self.redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
+            for i, key in enumerate(keys):
+                await self._script(keys=[key], args=[self.count, per_ms, f"{tag}.{i}"], client=pipe)
+            waits = await pipe.execute()
+        return [int(cast(int, w)) / 1000.0 for w in waits]
 
     async def release(self, key: str) -> None:
         """Forget the newest slot: the send it was taken for never went out."""
