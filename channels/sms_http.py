@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
+import orjson
 import structlog
 from pydantic import Field, SecretStr, model_validator
 
@@ -175,6 +176,15 @@ _RANK = {Outcome.DELIVERED: 4, Outcome.SENT: 3, Outcome.FAILED: 2, Outcome.RETRY
 """When the answer lists a number more than once: the provider having it wins."""
 
 
+def _loads(text: str) -> Any:
+    """JSON by orjson (a send's answer lists up to 1,000 results), else the
+    standard library for what orjson refuses but JSON allows (NaN)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _get(doc: Any, path: str) -> Any:
     for part in path.split(".") if path else []:
         doc = doc.get(part) if isinstance(doc, dict) else None
@@ -267,7 +277,7 @@ class HttpSms(HttpChannel):
         ref = secrets.token_hex(8)
         body = self._body(batch, targets, ref)
         if cfg.format == "json":
-            payload = json.dumps(body, ensure_ascii=False).encode()
+            payload = orjson.dumps(body)
             ctype = "application/json; charset=utf-8"
         else:
             from urllib.parse import urlencode
@@ -332,10 +342,19 @@ class HttpSms(HttpChannel):
             ]
         return self._per_number(targets, text, ref)
 
-    def _per_number(self, targets: Sequence[Target], text: str, ref: str) -> Sequence[Receipt]:
+    def _per_number(
+        self, targets: Sequence[Target], text: str, ref: str, *, exact: bool = False
+    ) -> Sequence[Receipt]:
+        """Receipts from the send's answer (``text``).
+
+        orjson decodes it (up to 1,000 results), but turns an integer past 64
+        bits into a float, and some providers' message ids are that long: an
+        id that comes out a float has the answer decoded again, ``exact``ly,
+        by the standard library.
+        """
         cfg = self.cfg
         try:
-            doc = json.loads(text)
+            doc = json.loads(text) if exact else _loads(text)
         except ValueError:
             doc = None
         results = _get(doc, cfg.results_field)
@@ -352,6 +371,8 @@ class HttpSms(HttpChannel):
         rid: str | None = ref if cfg.reference_field else None
         if cfg.result_request_field is not None:
             got = _get(doc, cfg.result_request_field)
+            if type(got) is float and not exact:
+                return self._per_number(targets, text, ref, exact=True)
             rid = str(got) if got not in (None, "") else None
         by_number: dict[str, dict[str, Any]] = {}
         for item in results:
@@ -363,10 +384,10 @@ class HttpSms(HttpChannel):
             if len(codes) == 1 and (code := codes.pop()) in cfg.success_codes:
                 # Every number accepted with the same code: one Receipts for all.
                 id_field = cfg.result_id_field
-                pids = [
-                    None if it is None or (p := it.get(id_field)) is None else str(p)
-                    for it in items
-                ]
+                raw = [None if it is None else it.get(id_field) for it in items]
+                if not exact and float in set(map(type, raw)):
+                    return self._per_number(targets, text, ref, exact=True)
+                pids = [None if p is None else str(p) for p in raw]
                 return Receipts(
                     delivery_ids_of(targets),
                     Outcome.SENT,
@@ -388,6 +409,8 @@ class HttpSms(HttpChannel):
             msg = str(item.get(cfg.result_message_field, "") or rcode)
             if rcode in cfg.success_codes:
                 pid = item.get(cfg.result_id_field)
+                if type(pid) is float and not exact:
+                    return self._per_number(targets, text, ref, exact=True)
                 out.append(
                     Receipt.sent(
                         t.delivery_id,
@@ -453,7 +476,7 @@ class HttpSms(HttpChannel):
             query = urlencode(fields)
             return {"params": fields, "headers": self._headers(query.encode())}
         if as_json:
-            payload = json.dumps(fields, ensure_ascii=False).encode()
+            payload = orjson.dumps(fields)
             ctype = "application/json; charset=utf-8"
         else:
             payload = urlencode(fields).encode()

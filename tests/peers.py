@@ -519,6 +519,8 @@ class CloudSmsServer:
     queries: list[dict[str, Any]] = field(default_factory=list)
     taken: dict[tuple[str, str], str] = field(default_factory=dict)
     """(request id, number) → message id of every message taken."""
+    numeric_ids_from: int | None = None
+    """Message ids as JSON integers counting up from this (some providers' are past 64 bits)."""
 
     def authorised(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
@@ -585,8 +587,10 @@ class CloudSmsServer:
                     }
                 )
             else:
-                results.append({"phone": phone, "code": "OK", "msg_id": f"m{self.next_id}"})
-                self.taken[(str(body.get("out_id")), phone)] = f"m{self.next_id}"
+                base = self.numeric_ids_from
+                mid: str | int = f"m{self.next_id}" if base is None else base + self.next_id
+                results.append({"phone": phone, "code": "OK", "msg_id": mid})
+                self.taken[(str(body.get("out_id")), phone)] = str(mid)
         if once == "accepted":
             await asyncio.sleep(self.hang_seconds)
         return web.json_response({"code": "OK", "results": results})

@@ -456,6 +456,25 @@ async def test_http_sms_batches_1000_numbers_with_per_number_results(
     assert by_id["d0"].outcome is Outcome.SENT and by_id["d0"].provider_id
 
 
+async def test_http_sms_message_ids_past_64_bits_are_kept_exactly(
+    cloud_sms: tuple[CloudSmsServer, str],
+) -> None:
+    peer, url = cloud_sms
+    peer.numeric_ids_from = 2**70  # a JSON integer no 64-bit decoder holds
+    ch = await http_sms(url)
+    try:
+        receipts = await ch.send(batch([Target(f"d{i}", f"139{i:08d}") for i in range(3)]))
+        # One number refused: receipts one by one, the ids as exact.
+        mixed = await ch.send(batch([Target("e", "13900000009"), Target("bad", "13000000000")]))
+    finally:
+        await ch.stop()
+    assert [r.provider_id for r in receipts] == [str(2**70 + i) for i in (1, 2, 3)]
+    assert [(r.outcome, r.provider_id) for r in mixed] == [
+        (Outcome.SENT, str(2**70 + 4)),
+        (Outcome.FAILED, None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("mode", "outcome", "counts", "after"),
     [
