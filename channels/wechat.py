@@ -66,6 +66,9 @@ class WeChatConfig(ChannelConfig):
     mention_all: bool = True
     mention_mobiles: list[str] = Field(default_factory=list)
     """Also @ these members by mobile number (``mentioned_mobile_list``)."""
+    max_connections: int = Field(default=50, ge=1, le=1000)
+    """Requests in flight: one per message (each robot is its own webhook), so
+    more than a batching channel needs; at 50 ms a request, 50 is ~1,000/s."""
     window_count: int = Field(default=20, ge=1)
     window_seconds: float = Field(default=60.0, gt=0)
     """WeChat Work's documented limit per robot: 20 messages per 60 s."""
