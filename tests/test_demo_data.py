@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from dispatch_data import free_tcp_port
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 from subscribers_data import GROUPS, TAXONOMY, import_heze
@@ -81,6 +83,52 @@ async def test_demo_config_brings_heze_and_a_roster_with_a_blind_spot(
         preview = await resp.json()
         assert preview["subscribers"] > 500
         assert [a["code"] for a in preview["blind_spots"]] == ["371725109"]
+
+
+async def test_the_readme_warning_reaches_every_demo_endpoint_in_caoxian(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # What README.md tells a new user to try after `make run`: 曹县's village
+    # officers (叫应, one message each) fall into one batch of a thousand.
+    settings = demo_settings(redis_url, tmp_path)
+    # The demo's boards acknowledge through warnd's receipts URL: a real port.
+    settings.http.port = free_tcp_port()
+    app = create_app(settings, redis=redis, poll_feeds=False)
+    server = TestServer(app, host="127.0.0.1", port=settings.http.port)
+    async with TestClient(server) as client:
+        headers = await operator_headers(redis)
+        body = {
+            "infos": [
+                {
+                    "hazard": "rainstorm",
+                    "level": "red",
+                    "urgency": "Immediate",
+                    "headline": "曹县气象台发布暴雨红色预警信号",
+                    "areas": [
+                        {
+                            "area_desc": "曹县",
+                            "geocodes": [{"value_name": "GB/T 2260", "value": "371721"}],
+                        }
+                    ],
+                }
+            ]
+        }
+        resp = await client.post("/v1/alerts", json=body, headers=headers)
+        assert resp.status == 202, await resp.text()
+        aid = (await resp.json())["id"]
+        doc: dict[str, Any] = {}
+        county: dict[str, Any] = {}
+        for _ in range(600):  # the boards' acknowledgements come 0.5 s after their send
+            resp = await client.get(f"/v1/alerts/{aid}/coverage?level=county", headers=headers)
+            doc = await resp.json()
+            county = next((a for a in doc.get("areas", []) if a["code"] == "371721"), {})
+            if doc.get("final") and county.get("reach_rate") == 1.0:
+                break
+            await asyncio.sleep(0.1)
+        assert doc.get("final") and county.get("reach_rate") == 1.0, doc
+        assert county["endpoints_targeted"] == 1155
+        pending = {c["channel"]: c["pending"] for c in county["channels"]}
+        assert set(pending.values()) == {0}, pending
 
 
 async def test_an_unchanged_roster_is_not_imported_again(
