@@ -213,6 +213,10 @@ class HttpSms(HttpChannel):
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
 
+    def rate_cost(self, messages: int) -> int:
+        """The provider's limit counts requests, each of up to ``numbers_per_request``."""
+        return -(-messages // self.cfg.numbers_per_request)
+
     # ---------------------------------------------------------------- send
     async def send(self, batch: Batch) -> Sequence[Receipt]:
         if self._session is None:

@@ -44,6 +44,7 @@ from warnd.channel import (
     Target,
     mask_address,
 )
+from warnd.dispatch.ratelimit import RateLimiter
 from warnd.errors import ConfigError
 from warnd.keys import Keys
 from warnd.limits import MessageLimits
@@ -454,6 +455,20 @@ async def test_http_sms_batches_1000_numbers_with_per_number_results(
     assert by_id["bad"].outcome is Outcome.FAILED
     assert "invalid mobile number" in (by_id["bad"].error or "")
     assert by_id["d0"].outcome is Outcome.SENT and by_id["d0"].provider_id
+
+
+async def test_http_sms_rate_counts_requests_not_numbers(redis: Redis) -> None:
+    # The provider's default limit, 20 requests a second, each of up to 1,000
+    # numbers: a thousand numbers take one token, not a thousand.
+    limiter = RateLimiter(redis, Keys())
+    sms = build("sms", http_sms_raw("http://sms.example.com"), AUTH="a", RS="r")
+    assert sms.rate.count == 20 and sms.rate_cost(1000) == 1 and sms.rate_cost(1001) == 2
+    assert [await limiter.reserve(sms, 1000) for _ in range(20)] == [0.0] * 20
+    assert await limiter.reserve(sms, 1000) > 0  # the 21st request in the same second
+    # A channel that sends one message per request pays per message.
+    email = build("email", {"provider": "smtp", "host": "h", "from_address": "a@b.cn"})
+    assert email.rate_cost(50) == 50
+    assert await limiter.reserve(email, 50) > 0  # 10 per second
 
 
 async def test_http_sms_message_ids_past_64_bits_are_kept_exactly(

@@ -513,7 +513,8 @@ class ChannelConfig(BaseModel):
     """Override the provider's batch size (e.g. a gateway's smaller limit)."""
     rate_count: int | None = Field(default=None, ge=1)
     rate_per: float = Field(default=1.0, gt=0)
-    """Override the provider's rate: ``rate_count`` messages per ``rate_per`` s."""
+    """Override the provider's rate: ``rate_count`` messages (requests, for a
+    provider that sends many numbers in one) per ``rate_per`` s."""
     max_connections: int = Field(default=10, ge=1, le=1000)
     receipt_secret: SecretStr | None = None
     """Authenticates this channel's callbacks at ``/v1/receipts/{name}``."""
@@ -573,6 +574,12 @@ class Channel:
         return ChannelHealth(ok=True)
 
     # ---------------------------------------------------------- sending
+    def rate_cost(self, messages: int) -> int:
+        """Tokens of :attr:`rate` (``scope = "channel"``) that sending
+        ``messages`` takes: one each, unless one request carries many (then
+        the provider's limit counts requests)."""
+        return messages
+
     def limits_for(self, level: Level | None) -> MessageLimits:
         """The limits rendering must respect for a message of this level."""
         return self.limits
