@@ -23,6 +23,7 @@ from warnd.console.forms import (
     INFO_LANGUAGES,
     STATUSES,
     IssueForm,
+    Prefill,
     default_times,
     field_of,
     prefill,
@@ -76,31 +77,29 @@ def _area_names(ctx: Ctx, form: IssueForm) -> list[str]:
     return names
 
 
-def _fill_text(ctx: Ctx, form: IssueForm) -> IssueForm:
-    found = prefill(
+def _prefill(ctx: Ctx, form: IssueForm, *, with_areas: bool = True) -> Prefill | None:
+    """The texts the templates and the guideline table give for the form's
+    hazard, level and language (and its areas' names)."""
+    return prefill(
         _renderer(ctx),
         ctx.svc.taxonomy,
         ctx.console.settings.issuer,
         form.hazard,
         form.level,
         form.language,
-        _area_names(ctx, form),
+        _area_names(ctx, form) if with_areas else [],
     )
+
+
+def _fill_text(ctx: Ctx, form: IssueForm) -> IssueForm:
+    found = _prefill(ctx, form)
     if found is None:
         return form
     return replace(form, headline=found.headline, description=found.description)
 
 
 def _guide(ctx: Ctx, form: IssueForm) -> tuple[str, ...]:
-    found = prefill(
-        _renderer(ctx),
-        ctx.svc.taxonomy,
-        ctx.console.settings.issuer,
-        form.hazard,
-        form.level,
-        form.language,
-        [],
-    )
+    found = _prefill(ctx, form, with_areas=False)
     return found.guide if found else ()
 
 
@@ -153,15 +152,7 @@ async def issue_prefill(request: web.Request) -> web.StreamResponse:
         language=q.get("language", "zh-CN") if q.get("language") in INFO_LANGUAGES else "zh-CN",
         areas=q.getall("areas", []),
     )
-    found = prefill(
-        _renderer(ctx),
-        ctx.svc.taxonomy,
-        ctx.console.settings.issuer,
-        form.hazard,
-        form.level,
-        form.language,
-        _area_names(ctx, form),
-    )
+    found = _prefill(ctx, form)
     if found is None:
         return web.json_response({"error": ctx.t("issue.unknown_hazard")}, status=422)
     return web.json_response(
