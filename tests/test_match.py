@@ -481,16 +481,21 @@ async def test_a_trimmed_change_stream_triggers_a_full_reload(
     matcher: Matcher, redis: Redis
 ) -> None:
     await put(matcher, {"id": "a", "area": "371721101", "groups": ["village_officers"]})
+    await matcher.refresh()  # the index has read the stream up to this write
     other = SubscriberStore(redis, Keys())
-    await redis.delete(Keys().subscriber_changes)  # as if trimmed past our position
+    # Trimmed past our position, as MAXLEN trims it: the entries go, the stream's
+    # last id stays (so the next change gets a newer one, even in the same ms).
+    await redis.xtrim(Keys().subscriber_changes, maxlen=0)
     rec = await other.get("a")
     assert rec is not None
     moved = rec.subscriber().model_copy(update={"area": "371722101"})
     await other.upsert_many([moved])
+    before = matcher.index
     a = await matcher.match(
         alert({"hazard": "rainstorm", "level": "red", "areas": [geocode("371722")]})
     )
     assert ids(a) == {"a"}
+    assert matcher.index is not before  # rebuilt from the records, not replayed
 
 
 async def test_index_survives_many_writes_and_resorts(
