@@ -11,6 +11,7 @@ fails the test. The alert page's screenshot is kept in ``test-artifacts/``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ async def test_duty_officer_issues_watches_and_cancels_a_red_warning_in_chromium
     console: Console, redis: Redis
 ) -> None:
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run `make peers` (apt-get install chromium)"
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
     base = str(console.client.make_url("")).rstrip("/")
     problems: list[str] = []
@@ -78,8 +79,10 @@ async def test_duty_officer_issues_watches_and_cancels_a_red_warning_in_chromium
             await page.select_option("#f-hazard", "rainstorm")
             await page.check(f"input[name=areas][value='{CAOXIAN}']")
             await page.select_option("#f-level", "red")
-            await page.wait_for_function(
-                "document.querySelector('#f-headline').value.includes('红色')"
+            # A locator assertion polls without evaluating a string in the page
+            # (wait_for_function would: the console's CSP refuses eval).
+            await expect(page.locator("#f-headline")).to_have_value(
+                re.compile("红色"), timeout=WAIT_MS
             )
             await page.click("#preview")
             await page.wait_for_selector("#audience")
