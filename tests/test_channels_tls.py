@@ -19,7 +19,15 @@ import pytest
 import structlog
 from peers import MosquittoTls, SimulatedBoard, SmtpRecorder, TlsFiles, smtp_controller
 
-from warnd.channel import Batch, Channel, ChannelContext, Outcome, Target
+from warnd.channel import (
+    Batch,
+    Channel,
+    ChannelContext,
+    ChannelHealth,
+    Outcome,
+    Receipt,
+    Target,
+)
 from warnd.errors import ConfigError
 from warnd.model import Level
 from warnd.plugins import build_channel, load_channel_classes
@@ -156,13 +164,9 @@ def mqtt_tls_raw(broker: MosquittoTls, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def test_board_over_tls_with_a_private_ca_and_a_password(
-    mosquitto_tls: MosquittoTls, tls_board: SimulatedBoard, tls_files: TlsFiles
-) -> None:
-    # ca_file relative to the configuration's directory.
-    ctx = ChannelContext(base_dir=tls_files.ca_file.parent)
-    raw = mqtt_tls_raw(mosquitto_tls, ca_file=tls_files.ca_file.name)
-    ch = build("board", raw, ctx, MQTT_PW=mosquitto_tls.password)
+async def send_to_one_board(ch: Channel) -> tuple[Receipt, ChannelHealth, list[dict[str, Any]]]:
+    """Start ``ch``, send one board a message, read its health, stop: the
+    receipt, the health and the logs of it all."""
     with structlog.testing.capture_logs() as logs:
         await ch.start()
         try:
@@ -170,6 +174,17 @@ async def test_board_over_tls_with_a_private_ca_and_a_password(
             health = await ch.health()
         finally:
             await ch.stop()
+    return r, health, logs
+
+
+async def test_board_over_tls_with_a_private_ca_and_a_password(
+    mosquitto_tls: MosquittoTls, tls_board: SimulatedBoard, tls_files: TlsFiles
+) -> None:
+    # ca_file relative to the configuration's directory.
+    ctx = ChannelContext(base_dir=tls_files.ca_file.parent)
+    raw = mqtt_tls_raw(mosquitto_tls, ca_file=tls_files.ca_file.name)
+    ch = build("board", raw, ctx, MQTT_PW=mosquitto_tls.password)
+    r, health, logs = await send_to_one_board(ch)
     assert r.outcome is Outcome.DELIVERED and r.provider_status == "shown", r
     assert tls_board.shown[-1]["lines"] == ["暴雨红色预警", "曹县"]
     assert health.ok, health
@@ -193,13 +208,7 @@ async def test_board_that_cannot_connect_securely_retries_and_says_so(
         extra = {"ca_file": str(tls_files.ca_file)}
         password, why = "wrong-password-0c4f", "not authorized"
     ch = build("board", mqtt_tls_raw(mosquitto_tls, timeout=1, **extra), MQTT_PW=password)
-    with structlog.testing.capture_logs() as logs:
-        await ch.start()
-        try:
-            (r,) = await ch.send(batch(Target("b1", "caoxian-01")))
-            health = await ch.health()
-        finally:
-            await ch.stop()
+    r, health, logs = await send_to_one_board(ch)
     assert r.outcome is Outcome.RETRY and "unreachable" in (r.error or ""), r
     assert not health.ok
     errors = [str(e["error"]) for e in logs if e["event"] == "channel.disconnected"]

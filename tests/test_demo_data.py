@@ -43,6 +43,16 @@ async def operator_headers(redis: Redis) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
+def red_rainstorm(county: str, code: str, headline: str, **info: str) -> dict[str, Any]:
+    """The JSON body of a red rainstorm warning for one county."""
+    area = {"area_desc": county, "geocodes": [{"value_name": "GB/T 2260", "value": code}]}
+    return {
+        "infos": [
+            {"hazard": "rainstorm", "level": "red", "headline": headline, "areas": [area], **info}
+        ]
+    }
+
+
 async def start_and_stop(app: web.Application) -> None:
     """Start ``app`` as ``warnd serve`` does: what started is stopped when start fails."""
     runner = web.AppRunner(app)
@@ -63,21 +73,7 @@ async def test_demo_config_brings_heze_and_a_roster_with_a_blind_spot(
         assert svc.areas.get("371721") is not None
         assert len(svc.matcher.index) == 7183
         headers = await operator_headers(redis)
-        body = {
-            "infos": [
-                {
-                    "hazard": "rainstorm",
-                    "level": "red",
-                    "headline": "郓城县暴雨红色预警",
-                    "areas": [
-                        {
-                            "area_desc": "郓城县",
-                            "geocodes": [{"value_name": "GB/T 2260", "value": "371725"}],
-                        }
-                    ],
-                }
-            ]
-        }
+        body = red_rainstorm("郓城县", "371725", "郓城县暴雨红色预警")
         resp = await client.post("/v1/match/preview", json=body, headers=headers)
         assert resp.status == 200, await resp.text()
         preview = await resp.json()
@@ -97,22 +93,9 @@ async def test_the_readme_warning_reaches_every_demo_endpoint_in_caoxian(
     server = TestServer(app, host="127.0.0.1", port=settings.http.port)
     async with TestClient(server) as client:
         headers = await operator_headers(redis)
-        body = {
-            "infos": [
-                {
-                    "hazard": "rainstorm",
-                    "level": "red",
-                    "urgency": "Immediate",
-                    "headline": "曹县气象台发布暴雨红色预警信号",
-                    "areas": [
-                        {
-                            "area_desc": "曹县",
-                            "geocodes": [{"value_name": "GB/T 2260", "value": "371721"}],
-                        }
-                    ],
-                }
-            ]
-        }
+        body = red_rainstorm(
+            "曹县", "371721", "曹县气象台发布暴雨红色预警信号", urgency="Immediate"
+        )
         resp = await client.post("/v1/alerts", json=body, headers=headers)
         assert resp.status == 202, await resp.text()
         aid = (await resp.json())["id"]
