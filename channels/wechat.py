@@ -168,13 +168,14 @@ class WeChatChannel(HttpChannel):
             out[i] = receipt
         receipts = [r for r in out if r is not None]
         sent = sum(r.outcome.value == "sent" for r in receipts)
+        held = len(robots) - len(go)
         log.info(
             "channel.batch_sent",
             channel=self.name,
             robots=len(receipts),
             sent=sent,
-            held=len(robots) - len(go),
-            other=len(receipts) - sent - (len(robots) - len(go)),
+            held=held,
+            other=len(receipts) - sent - held,
         )
         return receipts
 
