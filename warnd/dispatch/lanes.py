@@ -2,7 +2,8 @@
 
 ``lane:<channel>:hi`` / ``lane:<channel>:lo``
     One entry per batch to send (``a`` alert id, ``k`` batch, ``o`` offsets
-    for a partial retry, empty for all). Red and orange alerts go to ``hi``,
+    for a partial retry, empty for all; ``n`` the batch's size when all, so
+    its rate tokens can be taken with its claim). Red and orange alerts go to ``hi``,
     which a worker always empties before it reads ``lo``.
 ``accepted``
     One entry per alert accepted by ingest; planners consume it.
@@ -32,6 +33,7 @@ from redis.exceptions import ResponseError
 
 from warnd.dispatch import lua
 from warnd.keys import Keys
+from warnd.wire import Wire
 
 WORKERS = "workers"
 PLANNERS = "planners"
@@ -87,8 +89,12 @@ class Lanes:
         batch: int,
         offsets: str = "",
         pipe: Any = None,
+        *,
+        size: int | None = None,
     ) -> Any:
         fields = {"a": alert_id, "k": str(batch), "o": offsets}
+        if size is not None and not offsets:
+            fields["n"] = str(size)
         target = pipe if pipe is not None else self.redis
         return await _maybe(target.xadd(self.lane(channel, priority), fields))  # type: ignore[arg-type]
 
@@ -122,30 +128,35 @@ class Lanes:
 
     # ------------------------------------------------------------- reading
     async def read(
-        self, streams: Sequence[str], group: str, *, block_ms: int | None, own: bool = False
+        self,
+        streams: Sequence[str],
+        group: str,
+        *,
+        block_ms: int | None,
+        own: bool = False,
+        count: int = 1,
     ) -> list[Entry]:
-        """At most one entry from the first of ``streams`` that has one.
+        """Up to ``count`` entries from each of ``streams``, those of the first first.
 
-        Streams are tried in order without blocking; if all are empty and
-        ``block_ms`` is given, waits on all of them. ``own``: re-read this
+        All streams are read in one call without blocking; if all are empty
+        and ``block_ms`` is given, waits on all of them. ``own``: re-read this
         consumer's own pending entries instead of new ones.
         """
         for stream in streams:
             await self.ensure_group(stream, group)
+        order = {s: i for i, s in enumerate(streams)}
         start = "0" if own else ">"
-        for stream in streams:
-            got = await self.redis.xreadgroup(group, self.consumer, {stream: start}, count=1)
-            entries = _entries(got)
-            if entries:
-                return entries
-        if own or block_ms is None:
-            return []
         got = await self.redis.xreadgroup(
-            group, self.consumer, {s: ">" for s in streams}, count=1, block=block_ms
+            group, self.consumer, {s: start for s in streams}, count=count
         )
         entries = _entries(got)
-        order = {s: i for i, s in enumerate(streams)}
-        return sorted(entries, key=lambda e: order.get(e.stream, 99))
+        if not entries and not own and block_ms is not None:
+            got = await self.redis.xreadgroup(
+                group, self.consumer, {s: ">" for s in streams}, count=count, block=block_ms
+            )
+            entries = _entries(got)
+        entries.sort(key=lambda e: order.get(e.stream, 99))
+        return entries
 
     async def reclaim(self, stream: str, group: str, idle_ms: int, count: int = 10) -> list[Entry]:
         """Entries idle past ``idle_ms`` with another (silent) consumer, now ours."""
@@ -170,6 +181,17 @@ class Lanes:
         pipe.xack(entry.stream, group, entry.id)
         pipe.xdel(entry.stream, entry.id)
         await pipe.execute()
+
+    @staticmethod
+    def done_on(wire: Wire, entries: Sequence[Entry], group: str) -> None:
+        """Queue the acknowledgement and deletion of handled ``entries`` on ``wire``."""
+        by_stream: dict[str, list[bytes]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream, []).append(e.id.encode())
+        for stream, ids in by_stream.items():
+            key = stream.encode()
+            wire.add(b"XACK", key, group.encode(), *ids)
+            wire.add(b"XDEL", key, *ids)
 
     async def forget_dead_consumers(self, stream: str, group: str, idle_ms: int) -> None:
         """Drop consumers of earlier processes that hold nothing any more."""

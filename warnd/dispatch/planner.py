@@ -362,7 +362,14 @@ class PlanWriter:
         for b, (k, base) in zip(batches, results, strict=True):
             self.last.append((int(k), int(base)))
             if b.channel in self.channels:
-                await self.lanes.push(b.channel, self.priority, self.alert_id, int(k), pipe=pipe)
+                await self.lanes.push(
+                    b.channel,
+                    self.priority,
+                    self.alert_id,
+                    int(k),
+                    pipe=pipe,
+                    size=len(b.addresses),
+                )
             else:
                 for j in range(len(b.addresses)):
                     failed.append(
@@ -577,7 +584,7 @@ class Planner:
                 pairs = zip(b.addresses, numbers, strict=False)  # none in an older plan
                 known.update((a, x) for a, x in pairs if x != NOSUB)
                 if k >= enq and b.channel in self.channels:
-                    await self.lanes.push(b.channel, b.priority, aid, k)
+                    await self.lanes.push(b.channel, b.priority, aid, k, size=b.size)
         await self.store.set_plan(aid, enq=nb)
         writer.flushes = 1
 

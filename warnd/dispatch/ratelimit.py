@@ -13,13 +13,41 @@ attempt.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from warnd.channel import Channel
 from warnd.dispatch import lua
 from warnd.keys import Keys
+from warnd.wire import Wire, script_reply
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens taken on a wire, before the batch's claim said how many it sends."""
+
+    limiter: RateLimiter
+    channel: Channel
+    messages: int
+    """The messages they were taken for."""
+    at: int
+    keys: list[str]
+    args: list[str | int | float]
+
+    async def wait(self, replies: Sequence[Any], sending: int) -> float:
+        """Seconds to wait before sending ``sending`` messages. Tokens taken for
+        messages the claim did not give (sent already, cancelled) go back;
+        more are taken if it gave more."""
+        reply = await script_reply(replies[self.at], self.limiter._bucket, self.keys, self.args)
+        wait = int(reply) / 1000.0
+        rest = self.channel.rate_cost(sending) - self.channel.rate_cost(self.messages)
+        if rest:
+            # The bucket's answer after the correction holds the whole debt.
+            wait = await self.limiter.reserve(self.channel, 0, cost=rest)
+        return wait
 
 
 class RateLimiter:
@@ -28,13 +56,23 @@ class RateLimiter:
         self.keys = keys
         self._bucket = redis.register_script(lua.BUCKET)
 
-    async def reserve(self, channel: Channel, n: int) -> float:
-        """Take ``n`` sends from the channel's bucket; seconds to wait before sending."""
+    def _call(self, channel: Channel, cost: int) -> tuple[list[str], list[str | int | float]]:
         rate = channel.rate
-        if rate.scope != "channel" or n <= 0:
+        return [self.keys.rate_bucket(channel.name)], [rate.per_second, max(rate.count, 1), cost]
+
+    async def reserve(self, channel: Channel, n: int, *, cost: int | None = None) -> float:
+        """Take ``n`` sends from the channel's bucket; seconds to wait before sending.
+        ``cost``: tokens to take instead (negative: give some back)."""
+        if channel.rate.scope != "channel" or (n <= 0 and not cost):
             return 0.0
-        wait_ms = await self._bucket(
-            keys=[self.keys.rate_bucket(channel.name)],
-            args=[rate.per_second, max(rate.count, 1), channel.rate_cost(n)],
-        )
+        keys, args = self._call(channel, channel.rate_cost(n) if cost is None else cost)
+        wait_ms = await self._bucket(keys=keys, args=args)
         return int(cast(int, wait_ms)) / 1000.0
+
+    def reserve_on(self, wire: Wire, channel: Channel, n: int) -> Reservation | None:
+        """Queue the reservation of ``n`` sends on ``wire`` (``None``: the channel
+        has no shared bucket, nothing queued)."""
+        if channel.rate.scope != "channel" or n <= 0:
+            return None
+        keys, args = self._call(channel, channel.rate_cost(n))
+        return Reservation(self, channel, n, wire.script(self._bucket, keys, args), keys, args)

@@ -38,7 +38,7 @@ from warnd.dispatch import lua
 from warnd.dispatch.states import DeliveryState
 from warnd.groups import CHANNELS
 from warnd.keys import Keys
-from warnd.wire import Wire
+from warnd.wire import Wire, script_reply
 
 _CHANNEL_INDEX = {c.value: i for i, c in enumerate(CHANNELS)}
 
@@ -193,6 +193,25 @@ def _offsets(raw: str, n: int) -> list[int]:
     return [int(x) for x in raw.split(",") if x]
 
 
+@dataclass(slots=True)
+class PendingMove:
+    """A :meth:`DeliveryStore.move_on` queued on a wire, read after it has run."""
+
+    store: DeliveryStore
+    batch: BatchRecord
+    to: DeliveryState
+    at: int
+    """Position of its reply on the wire (-1: nothing to move)."""
+    keys: list[str]
+    args: list[str | int]
+
+    async def result(self, replies: Sequence[Any]) -> Moved:
+        if self.at < 0:
+            return Moved([], [], [], self.to)
+        res = await script_reply(replies[self.at], self.store._move, self.keys, self.args)
+        return self.store._moved(self.batch, res)
+
+
 class DeliveryStore:
     """Reads and writes the delivery records of alerts."""
 
@@ -322,6 +341,46 @@ class DeliveryStore:
         return out
 
     # ---------------------------------------------------------------- moves
+    def _move_call(
+        self,
+        batch: BatchRecord,
+        offs: str,
+        frm: str,
+        to: DeliveryState,
+        *,
+        bump: str = "",
+        claim: bool = False,
+        reclaimed: bool = False,
+        want_attempts: bool = False,
+        now: int | None = None,
+    ) -> tuple[list[str], list[str | int]]:
+        keys = [*self._script_keys(batch.alert_id), *self._coverage_keys(batch.alert_id)]
+        args: list[str | int] = [
+            now if now is not None else now_ms(),
+            batch.base,
+            batch.size,
+            batch.channel,
+            offs,
+            frm,
+            to.code,
+            bump,
+            batch.hist,
+            "1" if claim else "0",
+            "1" if reclaimed else "0",
+            "1" if want_attempts else "0",
+        ]
+        return keys, args
+
+    @staticmethod
+    def _moved(batch: BatchRecord, res: Any) -> Moved:
+        moved, stale, ats, _count, final = cast(list[Any], res)
+        return Moved(
+            _offsets(str(moved), batch.size),
+            _offsets(str(stale), batch.size),
+            _offsets(str(ats), 1 << 30),
+            DeliveryState.of(str(final)),
+        )
+
     async def move(
         self,
         batch: BatchRecord,
@@ -339,57 +398,52 @@ class DeliveryStore:
         offs = "*" if offsets is None else ",".join(map(str, offsets))
         if offs == "":
             return Moved([], [], [], to)
-        res = await self._move(
-            keys=[*self._script_keys(batch.alert_id), *self._coverage_keys(batch.alert_id)],
-            args=[
-                now if now is not None else now_ms(),
-                batch.base,
-                batch.size,
-                batch.channel,
-                offs,
-                frm,
-                to.code,
-                bump,
-                batch.hist,
-                "1" if claim else "0",
-                "1" if reclaimed else "0",
-                "1" if want_attempts else "0",
-            ],
+        keys, args = self._move_call(
+            batch,
+            offs,
+            frm,
+            to,
+            bump=bump,
+            claim=claim,
+            reclaimed=reclaimed,
+            want_attempts=want_attempts,
+            now=now,
         )
-        moved, stale, ats, _count, final = cast(list[Any], res)
-        return Moved(
-            _offsets(str(moved), batch.size),
-            _offsets(str(stale), batch.size),
-            _offsets(str(ats), 1 << 30),
-            DeliveryState.of(str(final)),
-        )
+        return self._moved(batch, await self._move(keys=keys, args=args))
 
-    async def claim(
+    def move_on(
         self,
-        alert_id: str,
-        k: int,
+        wire: Wire,
+        batch: BatchRecord,
         offsets: Sequence[int] | None,
+        frm: str,
+        to: DeliveryState,
         *,
-        reclaimed: bool = False,
-        known: BatchRecord | None = None,
-    ) -> tuple[BatchRecord | None, Moved]:
-        """Read batch ``k`` (unless ``known``) and claim its queued deliveries
-        (``offsets``; ``None``: all) in one call: they become ``sending``, or
-        ``cancelled`` / ``expired`` when the alert was halted or has expired.
-        ``(None, nothing moved)`` when there is no such batch.
-        """
+        bump: str = "",
+    ) -> PendingMove:
+        """Queue a :meth:`move` on ``wire`` (sent with the other commands there);
+        :meth:`PendingMove.result` reads its reply once the wire has run."""
         offs = "*" if offsets is None else ",".join(map(str, offsets))
-        res = cast(
-            list[Any],
-            await self._claim(
-                keys=[
-                    *self._script_keys(alert_id),
-                    *self._coverage_keys(alert_id),
-                    self.key(alert_id, "b"),
-                ],
-                args=[now_ms(), k, offs, "1" if reclaimed else "0", "0" if known else "1"],
-            ),
-        )
+        keys, args = self._move_call(batch, offs, frm, to, bump=bump)
+        at = wire.script(self._move, keys, args) if offs else -1
+        return PendingMove(self, batch, to, at, keys, args)
+
+    def _claim_call(
+        self, alert_id: str, k: int, offsets: Sequence[int] | None, reclaimed: bool, known: bool
+    ) -> tuple[list[str], list[str | int]]:
+        offs = "*" if offsets is None else ",".join(map(str, offsets))
+        keys = [
+            *self._script_keys(alert_id),
+            *self._coverage_keys(alert_id),
+            self.key(alert_id, "b"),
+        ]
+        return keys, [now_ms(), k, offs, "1" if reclaimed else "0", "0" if known else "1"]
+
+    @staticmethod
+    def _claimed(
+        res: Any, alert_id: str, k: int, known: BatchRecord | None
+    ) -> tuple[BatchRecord | None, Moved]:
+        res = cast(list[Any], res)
         if int(res[2]) < 0:
             return None, Moved([], [], [], DeliveryState.SENDING)
         raw, hist, base, n, _channel, moved, stale, ats, _count, to = res
@@ -401,6 +455,33 @@ class DeliveryStore:
             _offsets(str(ats), 1 << 30),
             DeliveryState.of(str(to)),
         )
+
+    async def claim(
+        self,
+        alert_id: str,
+        k: int,
+        offsets: Sequence[int] | None,
+        *,
+        reclaimed: bool = False,
+        known: BatchRecord | None = None,
+        wire: Wire | None = None,
+    ) -> tuple[BatchRecord | None, Moved]:
+        """Read batch ``k`` (unless ``known``) and claim its queued deliveries
+        (``offsets``; ``None``: all) in one call: they become ``sending``, or
+        ``cancelled`` / ``expired`` when the alert was halted or has expired.
+        ``(None, nothing moved)`` when there is no such batch.
+
+        ``wire``: commands to send in the same round trip, before the claim
+        (they run whatever the claim's outcome; their replies stay on it).
+        """
+        keys, args = self._claim_call(alert_id, k, offsets, reclaimed, known is not None)
+        if wire is None or not len(wire):
+            res = await self._claim(keys=keys, args=args)
+        else:
+            at = wire.script(self._claim, keys, args)
+            replies = await wire.execute(self.redis, raise_on_error=False)
+            res = await script_reply(replies[at], self._claim, keys, args)
+        return self._claimed(res, alert_id, k, known)
 
     async def sweep(self, alert_id: str, frm: str, to: DeliveryState, *, chunk: int = 50) -> int:
         """Move every delivery of an alert in a state of ``frm`` to ``to``, a few
@@ -469,6 +550,12 @@ class DeliveryStore:
         """Entries asynchronous receipts find their delivery by (kept three days):
         provider message id → delivery id, or one per request (see
         :mod:`warnd.dispatch.correlate`)."""
+        wire = Wire()
+        self.provider_ids_on(wire, channel, ids)
+        await wire.execute(self.redis)
+
+    def provider_ids_on(self, wire: Wire, channel: str, ids: Mapping[str, str]) -> None:
+        """Queue :meth:`remember_provider_ids` on ``wire``."""
         if not ids:
             return
         day = time.strftime("%Y%m%d", time.gmtime())
@@ -476,14 +563,12 @@ class DeliveryStore:
         # A thousand fields a batch: packed here in one go, not argument by
         # argument by redis-py (lengths in characters are bytes for ASCII).
         fields = "".join([f"${len(p)}\r\n{p}\r\n${len(d)}\r\n{d}\r\n" for p, d in ids.items()])
-        wire = Wire()
         if fields.isascii():
             head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * len(ids), len(key), key)
             wire.add_packed(head + fields.encode())
         else:
             wire.add(b"HSET", key, *(x.encode() for pair in ids.items() for x in pair))
         wire.add(b"EXPIRE", key, b"%d" % (3 * 86400))
-        await wire.execute(self.redis)
 
     # --------------------------------------------------------------- events
     async def add_events(

@@ -24,7 +24,14 @@ For one lane entry:
    on a channel with a status-query API it is put on the reconcile schedule
    (:mod:`warnd.dispatch.reconcile`), which resends only what the provider
    says it never took.
-5. Acknowledge and delete the entry.
+5. Acknowledge and delete the entry: with the worker's next round trip to
+   Redis (the next claim or record), or on its own within 20 ms when none
+   comes. An entry whose acknowledgement is lost is read again and its
+   claim finds nothing left to send.
+
+Per batch that is three round trips in all: the read (shared by the
+entries read together), the claim with its rate tokens, the record with
+its receipt correlation.
 
 A Redis outage before the send abandons the entry (it is retried); after
 the send, recording is retried until Redis is back.
@@ -65,6 +72,7 @@ from warnd.dispatch.reconcile import Reconciler
 from warnd.dispatch.states import DeliveryState
 from warnd.dispatch.store import BatchRecord, DeliveryStore, Moved
 from warnd.model import Level, MsgType
+from warnd.wire import Wire, raise_errors
 
 log = structlog.get_logger("warnd.dispatch.worker")
 
@@ -123,8 +131,12 @@ class ChannelWorker:
         self.on_ack_sent = on_ack_sent
         self.ack_lines = ack_lines
         self.streams = [lanes.lane(self.name, p) for p in PRIORITIES]
-        self.slots = asyncio.Semaphore(settings.concurrency_for(self.name))
+        self.concurrency = settings.concurrency_for(self.name)
+        self.slots = asyncio.Semaphore(self.concurrency)
         self.local: deque[Entry] = deque()
+        self._acks: list[Entry] = []
+        """Entries handled and recorded, to acknowledge with the next round trip."""
+        self._ack_wanted = asyncio.Event()
         self.inflight: dict[str, Entry] = {}
         self._batches: OrderedDict[tuple[str, int], BatchRecord] = OrderedDict()
         self._messages: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
@@ -145,6 +157,7 @@ class ChannelWorker:
         helpers = [
             asyncio.create_task(self._reclaim_loop(stop)),
             asyncio.create_task(self._renew_loop(stop)),
+            asyncio.create_task(self._ack_loop()),
         ]
         try:
             while not stop.is_set():
@@ -176,6 +189,11 @@ class ChannelWorker:
                 task.add_done_callback(self._finished)
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=30)
+            try:
+                await self._flush_acks()
+            except (*OUTAGE, RedisError) as exc:
+                # Left pending: read again by the next consumer, nothing resent.
+                log.warning("dispatch.ack_failed", channel=self.name, error=str(exc))
         finally:
             for h in helpers:
                 h.cancel()
@@ -192,7 +210,7 @@ class ChannelWorker:
     async def _next(self, stop: asyncio.Event) -> Entry | None:
         if self.local:
             return self.local.popleft()
-        got = await self.lanes.read(self.streams, WORKERS, block_ms=500)
+        got = await self.lanes.read(self.streams, WORKERS, block_ms=500, count=self.concurrency)
         if not got:
             return None
         self.local.extend(got[1:])
@@ -243,7 +261,7 @@ class ChannelWorker:
         while not stop.is_set():
             await _pause(stop, self.settings.reclaim_idle / 4)
             by_stream: dict[str, list[str]] = {}
-            for e in list(self.inflight.values()):
+            for e in [*self.inflight.values(), *self.local]:
                 by_stream.setdefault(e.stream, []).append(e.id)
             try:
                 for stream, ids in by_stream.items():
@@ -263,19 +281,60 @@ class ChannelWorker:
                 await asyncio.sleep(1.0)
                 self.local.append(entry)
                 return
-            await persist(lambda: self.lanes.done(entry, WORKERS), "acknowledge entry")
+            self._acks.append(entry)
+            self._ack_wanted.set()
         finally:
             self.inflight.pop(entry.id, None)
 
+    # ------------------------------------------------------------ acknowledgements
+    def _wire(self) -> tuple[Wire, list[Entry]]:
+        """A round trip that starts with the acknowledgements due; and those
+        (to put back with :meth:`_unsent` if the round trip fails)."""
+        wire = Wire()
+        acks, self._acks = self._acks, []
+        if acks:
+            Lanes.done_on(wire, acks, WORKERS)
+        return wire, acks
+
+    def _unsent(self, acks: list[Entry]) -> None:
+        self._acks[:0] = acks
+        if acks:
+            self._ack_wanted.set()
+
+    async def _flush_acks(self) -> None:
+        wire, acks = self._wire()
+        if not acks:
+            return
+        try:
+            await wire.execute(self.lanes.redis)
+        except BaseException:
+            self._unsent(acks)
+            raise
+
+    async def _ack_loop(self) -> None:
+        """Acknowledge what no other round trip took along within 20 ms."""
+        while True:
+            await self._ack_wanted.wait()
+            await asyncio.sleep(0.02)
+            self._ack_wanted.clear()
+            try:
+                await self._flush_acks()
+            except (*OUTAGE, RedisError) as exc:
+                log.warning("dispatch.ack_failed", channel=self.name, error=str(exc))
+                await asyncio.sleep(0.5)
+
     # ------------------------------------------------------------ caches
     async def _claim(
-        self, aid: str, k: int, offsets: list[int] | None, reclaimed: bool
+        self, aid: str, k: int, offsets: list[int] | None, reclaimed: bool, wire: Wire
     ) -> tuple[BatchRecord | None, Moved]:
-        """Batch ``k`` (read with the claim unless cached: a retry's batch) and its claim."""
+        """Batch ``k`` (read with the claim unless cached: a retry's batch) and its
+        claim, sent with the commands on ``wire``."""
         hit = self._batches.get((aid, k))
         if hit is not None:
             self._batches.move_to_end((aid, k))
-        batch, claim = await self.store.claim(aid, k, offsets, reclaimed=reclaimed, known=hit)
+        batch, claim = await self.store.claim(
+            aid, k, offsets, reclaimed=reclaimed, known=hit, wire=wire
+        )
         if batch is not None and hit is None:
             self._batches[(aid, k)] = batch
             if len(self._batches) > 64:
@@ -311,7 +370,18 @@ class ChannelWorker:
             return
         raw = entry.fields.get("o", "")
         offsets = [int(x) for x in raw.split(",") if x] if raw else None
-        batch, claim = await self._claim(aid, k, offsets, entry.reclaimed)
+        size = len(offsets) if offsets is not None else _int(entry.fields.get("n"))
+        # The acknowledgements due, the rate tokens (when the entry says how
+        # many it holds) and the claim: one round trip.
+        wire, acks = self._wire()
+        tokens = self.limiter.reserve_on(wire, self.channel, size)
+        try:
+            batch, claim = await self._claim(aid, k, offsets, entry.reclaimed, wire)
+        except BaseException:
+            self._unsent(acks)
+            raise
+        if (batch is None or claim.to is not DeliveryState.SENDING) and tokens is not None:
+            await tokens.wait(wire.replies, 0)  # gives them back
         if batch is None:
             log.error("dispatch.unknown_batch", channel=self.name, alert_id=aid, batch=k)
             return
@@ -331,10 +401,17 @@ class ChannelWorker:
             more, settled = await self._reconcile(batch, claim.stale)
             send += more
         if not send and not settled:
+            if tokens is not None:
+                await tokens.wait(wire.replies, 0)
             return
         receipts: Sequence[Receipt] = ()
-        if send:
+        if tokens is not None:
+            wait = await tokens.wait(wire.replies, len(send))
+        elif send:
             wait = await self.limiter.reserve(self.channel, len(send))
+        else:
+            wait = 0.0
+        if send:
             if wait > 0:
                 await asyncio.sleep(wait)
             plan = await self._plan(aid)
@@ -417,7 +494,11 @@ class ChannelWorker:
         prefix = f"{batch.alert_id}.{batch.index}."
         ids = [prefix + _OFFSETS[j] if j < _MAX_OFFSET else f"{prefix}{j}" for j in offsets]
         addresses = batch.addresses
-        targets = Targets(ids, [addresses[j] for j in offsets])
+        whole = len(offsets) == len(addresses) and (not offsets or offsets[-1] == len(offsets) - 1)
+        if whole and list(offsets) == list(range(len(addresses))):
+            targets = Targets(ids, addresses)  # the whole batch, in order: no copy
+        else:
+            targets = Targets(ids, [addresses[j] for j in offsets])
         if batch.group and self.ack_lines is not None:
             # Each recipient gets its own confirmation code: one message each,
             # as many at once as the channel has connections (a batch can hold
@@ -514,9 +595,8 @@ class ChannelWorker:
             offsets = None if all_sent else [j for j, _ in items]
             if outcome in (Outcome.SENT, Outcome.DELIVERED):
                 to = DeliveryState.SENT if outcome is Outcome.SENT else DeliveryState.DELIVERED
-                moved = await self.store.move(batch, offsets, "s", to, bump="1")
+                moved = await self._sent(batch, offsets, to, items)
                 self.sent += len(moved.offsets)
-                await self._provider_ids(batch, items)
                 started = list(moved.offsets)
                 if len(moved.offsets) < len(items):
                     started += await self._overtaken(batch, items, moved.offsets)
@@ -541,6 +621,29 @@ class ChannelWorker:
                 await self._retry(batch, items, counts, events)
         if events:
             await self.store.add_events(batch.alert_id, events)
+
+    async def _sent(
+        self,
+        batch: BatchRecord,
+        offsets: list[int] | None,
+        to: DeliveryState,
+        items: Sequence[tuple[int, Receipt]],
+    ) -> Moved:
+        """Move sent deliveries on and keep what their receipts will be matched
+        by, in one round trip (with the acknowledgements due)."""
+        wire, acks = self._wire()
+        move = self.store.move_on(wire, batch, offsets, "s", to, bump="1")
+        self.store.provider_ids_on(
+            wire, self.name, receipt_ids(self.channel, batch.alert_id, batch.index, items)
+        )
+        try:
+            await wire.execute(self.store.redis, raise_on_error=False)
+        except BaseException:
+            self._unsent(acks)
+            raise
+        moved = await move.result(wire.replies)
+        raise_errors(wire.replies, besides=(move.at,))
+        return moved
 
     async def _overtaken(
         self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]], moved: list[int]
@@ -630,10 +733,6 @@ class ChannelWorker:
             "delivery.failed", channel=self.name, delivery_id=batch.delivery_id(j), reason=reason
         )
 
-    async def _provider_ids(self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]]) -> None:
-        ids = receipt_ids(self.channel, batch.alert_id, batch.index, items)
-        await self.store.remember_provider_ids(self.name, ids)
-
 
 class _Pairs(Sequence[tuple[int, Receipt]], ReceiptColumns):
     """``(offset, receipt)`` of each delivery of a :class:`Receipts`, made only
@@ -659,6 +758,14 @@ class _Pairs(Sequence[tuple[int, Receipt]], ReceiptColumns):
 
     def __iter__(self) -> Iterator[tuple[int, Receipt]]:
         return zip(self.offsets, self.receipts, strict=True)
+
+
+def _int(text: str | None) -> int:
+    """A lane entry's number field (0 when missing or not a number)."""
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def _event(name: str, r: Receipt) -> dict[str, Any]:
