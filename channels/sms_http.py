@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import orjson
@@ -62,7 +62,7 @@ from ._http import (
     retry_after,
     transport_receipts,
 )
-from ._sms import SMS_LIMITS, SmsConfig, limits_for, valid_number
+from ._sms import SMS_LIMITS, SmsConfig, limits_for, plain_numbers, valid_number
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -176,7 +176,7 @@ _RANK = {Outcome.DELIVERED: 4, Outcome.SENT: 3, Outcome.FAILED: 2, Outcome.RETRY
 """When the answer lists a number more than once: the provider having it wins."""
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str | bytes) -> Any:
     """JSON by orjson (a send's answer lists up to 1,000 results), else the
     standard library for what orjson refuses but JSON allows (NaN)."""
     try:
@@ -224,7 +224,7 @@ class HttpSms(HttpChannel):
         numbers = batch.addresses
         if (
             len(numbers) <= self.cfg.numbers_per_request
-            and _PLAIN_NUMBERS.fullmatch("\n".join(numbers))
+            and plain_numbers(numbers)
             and len(set(numbers)) == len(numbers)
         ):
             # The usual batch: plain valid numbers, each once — one request.
@@ -292,7 +292,7 @@ class HttpSms(HttpChannel):
         try:
             async with self._session.post(cfg.url, data=payload, headers=headers) as resp:
                 status = resp.status
-                text = await resp.text(errors="replace")
+                answer = await resp.read()  # decoded as JSON from bytes; as text only to report
                 wait = retry_after(resp.headers, 5.0)
         except TRANSPORT_ERRORS as exc:
             log.warning(
@@ -307,6 +307,7 @@ class HttpSms(HttpChannel):
             )
         log.info("channel.request", channel=self.name, numbers=len(targets), ref=ref, status=status)
         code = str(status)
+        text = answer.decode("utf-8", errors="replace") if status >= 400 else ""
         if status == 429:
             return [
                 Receipt.retry(
@@ -344,10 +345,10 @@ class HttpSms(HttpChannel):
                 )
                 for t in targets
             ]
-        return self._per_number(targets, text, ref)
+        return self._per_number(targets, answer, ref)
 
     def _per_number(
-        self, targets: Sequence[Target], text: str, ref: str, *, exact: bool = False
+        self, targets: Sequence[Target], text: str | bytes, ref: str, *, exact: bool = False
     ) -> Sequence[Receipt]:
         """Receipts from the send's answer (``text``).
 
@@ -378,11 +379,18 @@ class HttpSms(HttpChannel):
             if type(got) is float and not exact:
                 return self._per_number(targets, text, ref, exact=True)
             rid = str(got) if got not in (None, "") else None
+        numbers = addresses_of(targets)
+        if len(results) == len(numbers):
+            fast = self._in_order(targets, numbers, results, rid, exact)
+            if isinstance(fast, Receipts):
+                return fast
+            if fast == "exact":
+                return self._per_number(targets, text, ref, exact=True)
         by_number: dict[str, dict[str, Any]] = {}
         for item in results:
             if isinstance(item, dict) and item.get(cfg.result_number_field) is not None:
                 by_number[str(item[cfg.result_number_field])] = item
-        items = [by_number.get(a) for a in addresses_of(targets)]
+        items = [by_number.get(a) for a in numbers]
         if None not in items:
             codes = {str(it.get(cfg.result_code_field, "")) for it in items if it is not None}
             if len(codes) == 1 and (code := codes.pop()) in cfg.success_codes:
@@ -430,6 +438,39 @@ class HttpSms(HttpChannel):
             else:
                 out.append(Receipt.failed(t.delivery_id, f"gateway: {msg}", status=rcode))
         return out
+
+    def _in_order(
+        self,
+        targets: Sequence[Target],
+        numbers: Sequence[str],
+        results: list[Any],
+        rid: str | None,
+        exact: bool,
+    ) -> Receipts | str | None:
+        """The usual answer, read in one pass: one result per number, in the
+        order sent, all accepted with one code. ``"exact"``: an id came out a
+        float (decode again); ``None``: not that answer, read it number by number."""
+        cfg = self.cfg
+        try:
+            if list(map(itemgetter(cfg.result_number_field), results)) != numbers:
+                return None
+            codes = set(map(itemgetter(cfg.result_code_field), results))
+            raw = list(map(itemgetter(cfg.result_id_field), results))
+        except (TypeError, KeyError):  # not an object, or a field missing: one by one
+            return None
+        if len(codes) != 1 or (code := str(codes.pop())) not in cfg.success_codes:
+            return None
+        kinds = set(map(type, raw))
+        if float in kinds and not exact:
+            return "exact"
+        pids = raw if kinds == {str} else [None if p is None else str(p) for p in raw]
+        return Receipts(
+            delivery_ids_of(targets),
+            Outcome.SENT,
+            provider_ids=pids,
+            provider_status=code,
+            request_id=rid,
+        )
 
     # ------------------------------------------------------------ reconcile
     async def reconcile(self, targets: Sequence[Target]) -> list[Receipt]:
@@ -598,10 +639,6 @@ class HttpSms(HttpChannel):
                 )
             )
         return out
-
-
-_PLAIN_NUMBERS = re.compile(r"(?:\+?[1-9]\d{6,14}\n)*\+?[1-9]\d{6,14}")
-"""Numbers one per line, each as :func:`valid_number` accepts it without cleaning."""
 
 
 def _chunks_unique(targets: list[Target], size: int) -> list[list[Target]]:

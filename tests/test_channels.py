@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import email
 import json
+import random
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from email.header import decode_header, make_header
 from email.message import Message
@@ -30,6 +32,7 @@ from peers import (
     smtp_controller,
 )
 from redis.asyncio import Redis
+from warnd_channels._sms import plain_numbers, valid_number
 
 from warnd.api.app import create_app
 from warnd.api.receipts import RECEIPT_SINK, redis_sink
@@ -44,13 +47,15 @@ from warnd.channel import (
     Target,
     mask_address,
 )
-from warnd.dispatch.ratelimit import RateLimiter
+from warnd.dispatch.correlate import decode_offsets, encode_offsets
+from warnd.dispatch.ratelimit import RateLimiter, Reservation
 from warnd.errors import ConfigError
 from warnd.keys import Keys
 from warnd.limits import MessageLimits
 from warnd.model import Level, MsgType
 from warnd.plugins import build_channel, build_channels, load_channel_classes
 from warnd.settings import Settings
+from warnd.wire import Wire
 
 SECRET = "s3cr3t-do-not-log-7f3a"
 RECEIPT_SECRET = "receipts-secret-9c1d"
@@ -469,6 +474,48 @@ async def test_http_sms_rate_counts_requests_not_numbers(redis: Redis) -> None:
     email = build("email", {"provider": "smtp", "host": "h", "from_address": "a@b.cn"})
     assert email.rate_cost(50) == 50
     assert await limiter.reserve(email, 50) > 0  # 10 per second
+
+
+async def test_rate_tokens_taken_with_the_claim_go_back_when_the_claim_gives_fewer(
+    redis: Redis,
+) -> None:
+    # The worker takes a batch's tokens in the claim's round trip, before it
+    # knows how many the claim gives; what it took for nothing goes back.
+    keys = Keys()
+    limiter = RateLimiter(redis, keys)
+    email = build(
+        "email", {"provider": "smtp", "host": "h", "from_address": "a@b.cn", "rate_count": 100}
+    )
+
+    async def tokens() -> float:
+        return float(await redis.hget(keys.rate_bucket("email"), "tokens") or 0)
+
+    await redis.delete(keys.rate_bucket("email"))  # another test's email bucket
+
+    async def reserve(n: int) -> tuple[Wire, Reservation]:
+        wire = Wire()
+        taken = limiter.reserve_on(wire, email, n)
+        assert taken is not None
+        # The first time Redis does not know the script yet: wait() runs it.
+        await wire.execute(redis, raise_on_error=False)
+        return wire, taken
+
+    wire, taken = await reserve(60)
+    assert await taken.wait(wire.replies, 60) == 0.0
+    assert 39 < await tokens() <= 41  # a burst of 100, 60 taken
+    wire, taken = await reserve(60)
+    assert -21 < await tokens() <= -19  # taken in the round trip
+    assert await taken.wait(wire.replies, 0) == 0.0  # the claim gave none: all back
+    assert 39 < await tokens() <= 41
+    wire, taken = await reserve(30)
+    assert await taken.wait(wire.replies, 120) > 0  # it gave more: 90 more, in debt
+    assert -81 < await tokens() <= -79
+    # A channel whose limit is per address (a robot's window) has no shared
+    # bucket: nothing is queued for it.
+    robots = build("wechat", {"provider": "robot"})
+    wire = Wire()
+    assert robots.rate.scope == "address" and limiter.reserve_on(wire, robots, 5) is None
+    assert not len(wire)
 
 
 async def test_http_sms_message_ids_past_64_bits_are_kept_exactly(
@@ -1007,3 +1054,53 @@ def test_readme_channel_examples_are_valid_configurations() -> None:
     documented = {name for name, _ in built}
     assert documented == set(classes), documented  # an example for every channel
     assert ("sms", "kannel") in built and ("sms", "http") in built
+
+
+_PLAIN_NUMBER = re.compile(r"\+?[1-9][0-9]{6,14}")
+"""The rule ``plain_numbers`` checks with numpy, as a regular expression."""
+
+
+def test_plain_numbers_accepts_exactly_what_the_one_per_line_rule_accepts() -> None:
+    rng = random.Random(7)  # noqa: S311 - test cases, not secrets
+    pieces = ["+", "0", "1", "8", "9", "\n", " ", "-", "a", "１"]
+    cases: list[list[str]] = [
+        [],
+        [""],
+        ["+8613900000001"],
+        ["13900000001", "+8613900000002"],
+        ["1234567", "123456789012345", "+123456789012345"],  # 7 and 15 digits
+        ["123456", "1234567890123456", "+1234567890123456"],  # 6 and 16
+        ["0139000000"],
+        ["++8613900000001"],
+        ["+86139+0000001"],
+        ["1390000\n0001"],  # a line break inside one number
+        ["13900000001", ""],
+        ["１３９００００００01"],  # fullwidth digits
+    ]
+    for _ in range(3000):
+        numbers = []
+        for _ in range(rng.randint(1, 4)):
+            n = rng.randint(5, 17)
+            numbers.append(
+                "".join(
+                    rng.choice(pieces) if rng.random() < 0.08 else str(rng.randint(0, 9))
+                    for _ in range(n)
+                )
+            )
+            if rng.random() < 0.3:
+                numbers[-1] = "+" + numbers[-1]
+        cases.append(numbers)
+    for numbers in cases:
+        expected = bool(numbers) and all(_PLAIN_NUMBER.fullmatch(x) for x in numbers)
+        assert plain_numbers(numbers) is expected, numbers
+        for x in numbers:  # valid_number: the same rule once spaces and dashes are gone
+            assert valid_number(x) is bool(_PLAIN_NUMBER.fullmatch(re.sub("[ -]", "", x))), x
+
+
+def test_request_offsets_are_written_as_ranges_and_read_back() -> None:
+    cases = [[], [0], [0, 1, 2, 5, 7, 8], list(range(1000)), [9, 3, 3, 4, 1], [5, 7, 9]]
+    assert encode_offsets([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert encode_offsets(list(range(1000))) == "0-999"
+    for offsets in cases:
+        text = encode_offsets(offsets)
+        assert list(decode_offsets(text)) == sorted(set(offsets)) if offsets else text == ""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
 from warnd.channel import Channel, Receipt, Receipts
 
 REQUEST_PREFIX = "r:"
@@ -25,17 +27,14 @@ REQUEST_PREFIX = "r:"
 
 
 def encode_offsets(offsets: Sequence[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"``."""
-    parts: list[str] = []
-    ordered = sorted(set(offsets))
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"`` (in any order, repeats once)."""
+    if not len(offsets):
+        return ""
+    ordered = np.unique(np.asarray(offsets, dtype=np.int64))
+    cut = np.flatnonzero(np.diff(ordered) != 1)
+    firsts = np.concatenate((ordered[:1], ordered[cut + 1])).tolist()
+    lasts = np.concatenate((ordered[cut], ordered[-1:])).tolist()
+    return ",".join([str(a) if a == b else f"{a}-{b}" for a, b in zip(firsts, lasts, strict=True)])
 
 
 def decode_offsets(text: str) -> Iterator[int]:
