@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -40,6 +41,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 # ------------------------------------------------------------------- serve
 
 
+def _freeze_heap() -> None:
+    """Leave what start-up made (modules, the area registry, the subscriber
+    index) out of the collector's full collections: it lives as long as the
+    process, and walking it (≈ 100,000 objects, ~50 ms here) several times a
+    second was a tenth of a large fan-out's CPU."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve(settings: Settings) -> None:
     from warnd.api.app import create_app
 
@@ -55,6 +65,7 @@ async def _serve(settings: Settings) -> None:
     try:
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
+        _freeze_heap()
         svc = app[SERVICES]
         addresses = [
             f"http://{a[0] if ':' not in a[0] else '[' + a[0] + ']'}:{a[1]}"
@@ -295,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if os.environ.get("WARND_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -303,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure(settings.log.level, settings.log.format)
         if args.command == "serve":
-            asyncio.run(_serve(settings))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_serve(settings))
             return 0
         if args.command == "check":
             problems = _check(settings)
