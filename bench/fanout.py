@@ -352,7 +352,15 @@ class Stage:
             "--pid",
             str(self.warnds[0].child.pid),
         ]
-        argv += ["--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]
+        argv += [
+            "--rate",
+            str(self.args.profile_rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 
     def _profile_stop(self, name: str, proc: subprocess.Popen[bytes]) -> None:

@@ -113,6 +113,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="py-spy the warnd process during scenario 1's first repetition",
     )
+    p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=50,
+        help="py-spy samples per second with --profile (50)",
+    )
     p.add_argument("--work", help="work directory (kept; its subscriber files are reused)")
     p.add_argument(
         "--out", help="JSON to write (bench/results/latest.json; quick.json with --quick)"

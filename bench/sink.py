@@ -26,6 +26,11 @@ expected; each answer delayed by ``latency`` seconds); ``GET /stats``
 reports it: expected, distinct arrivals, missing, duplicates, arrivals for
 recipients not expected, first and last arrival (epoch seconds). Prints
 ``sink listening on http://…`` when ready.
+
+The sink stands in for gateways on other machines, so it is kept cheap: it
+shares the two cores with warnd, Redis and the peers. It runs on uvloop
+when installed, reads and writes JSON with orjson, and counts a request's
+numbers in one numpy pass.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import orjson
 from aiohttp import web
 
 MAX_NUMBERS = 1000
@@ -51,10 +58,10 @@ class Tally:
 
     space: int = 0
     expect: int = 0
-    allowed: bytearray | None = None
-    """1 for each expected recipient; ``None``: all of the space."""
+    allowed: npt.NDArray[np.bool_] | None = None
+    """True for each expected recipient; ``None``: all of the space."""
     latency: float = 0.0
-    counts: bytearray = field(default_factory=bytearray)
+    counts: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
     requests: int = 0
     deliveries: int = 0
     distinct: int = 0
@@ -81,6 +88,28 @@ class Tally:
             self.distinct += 1
         if seen < 255:
             self.counts[i] = seen + 1
+
+    def add_many(self, addresses: list[str]) -> None:
+        """:meth:`add` for each, in one numpy pass when every address ends in 8 digits."""
+        tails = "".join([a[-8:] for a in addresses])
+        n = len(addresses)
+        if not (len(tails) == 8 * n and tails.isascii() and tails.isdigit()):
+            for a in addresses:
+                self.add(a)
+            return
+        digits = np.frombuffer(tails.encode(), np.uint8).reshape(n, 8).astype(np.int64) - 48
+        index = digits @ (10 ** np.arange(7, -1, -1, dtype=np.int64))
+        self.deliveries += n
+        ok = index < self.space
+        if self.allowed is not None:
+            ok[ok] = self.allowed[index[ok]]
+        self.unexpected += n - int(ok.sum())
+        got, times = np.unique(index[ok], return_counts=True)
+        before = self.counts[got]
+        new = int((before == 0).sum())
+        self.distinct += new
+        self.duplicates += int(times.sum()) - new
+        self.counts[got] = np.minimum(before.astype(np.int64) + times, 255).astype(np.uint8)
 
     def stamp(self, n: int) -> None:
         now = time.time()
@@ -115,12 +144,11 @@ class Sink:
         doc = await request.json()
         space = int(doc["space"])
         tally = Tally(space=space, expect=space, latency=float(doc.get("latency", 0.0)))
-        tally.counts = bytearray(space)
+        tally.counts = np.zeros(space, np.uint8)
         if doc.get("expect") is not None:
-            tally.allowed = bytearray(space)
-            for i in doc["expect"]:
-                tally.allowed[i] = 1
-            tally.expect = len(doc["expect"])
+            tally.allowed = np.zeros(space, np.bool_)
+            tally.allowed[np.asarray(doc["expect"], dtype=np.int64)] = True
+            tally.expect = int(tally.allowed.sum())
         self.tally = tally
         return web.json_response({"ok": True})
 
@@ -134,7 +162,7 @@ class Sink:
     async def sms(self, request: web.Request) -> web.Response:
         tally = self.tally
         try:
-            body = json.loads(await request.read())
+            body = orjson.loads(await request.read())
             phones = body["phones"]
             if not isinstance(phones, list) or not isinstance(body["content"], str):
                 raise TypeError
@@ -145,21 +173,20 @@ class Sink:
             tally.rejected += 1
             return web.json_response({"code": "TooManyNumbers"}, status=400)
         tally.stamp(len(phones))
-        for phone in phones:
-            tally.add(phone)
+        tally.add_many(phones)
         base = tally.deliveries - len(phones)
+        ids = map((tally.tag + "{:010d}").format, range(base, base + len(phones)))
         results = [
-            {"phone": p, "code": "OK", "msg_id": f"{tally.tag}{base + k:010d}"}
-            for k, p in enumerate(phones)
+            {"phone": p, "code": "OK", "msg_id": i} for p, i in zip(phones, ids, strict=True)
         ]
         await self._wait()
-        return web.json_response({"code": "OK", "results": results})
+        return _json({"code": "OK", "results": results})
 
     async def robot(self, request: web.Request) -> web.Response:
         tally = self.tally
         key = request.query.get("key", "")
         try:
-            body = json.loads(await request.read())
+            body = orjson.loads(await request.read())
             kind = body["msgtype"]
             if not isinstance(body[kind]["content"], str):
                 raise TypeError
@@ -169,12 +196,12 @@ class Sink:
         tally.stamp(1)
         tally.add(key)
         await self._wait()
-        return web.json_response({"errcode": 0, "errmsg": "ok"})
+        return _json({"errcode": 0, "errmsg": "ok"})
 
     async def apprise(self, request: web.Request) -> web.Response:
         tally = self.tally
         try:
-            body = json.loads(await request.read())
+            body = orjson.loads(await request.read())
             if not isinstance(body["message"], str):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
@@ -184,6 +211,10 @@ class Sink:
         tally.add(request.match_info["key"])
         await self._wait()
         return web.Response(text="ok")
+
+
+def _json(doc: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
 
 def make_app() -> web.Application:
@@ -211,5 +242,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+    try:
+        import uvloop
+
+        factory: Any = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(args.port))
