@@ -22,8 +22,10 @@ import json
 import re
 from typing import Any, ClassVar, Literal, cast
 
+import orjson
 import structlog
 from pydantic import Field, model_validator
+from yarl import URL
 
 from warnd.channel import (
     Batch,
@@ -190,14 +192,12 @@ class WeChatChannel(HttpChannel):
         if self._session is None:
             raise RuntimeError("send before start()")
         try:
-            async with self._session.post(
-                self._url,
-                params={"key": key},
-                data=body,
-                headers=_HEADERS,
-            ) as resp:
+            # The key is letters, digits and dashes (robot_key): the URL needs
+            # no encoding, nor parsing again for each message.
+            url = URL(f"{self._url}?key={key}", encoded=True)
+            async with self._session.post(url, data=body, headers=_HEADERS) as resp:
                 status = resp.status
-                text = await resp.text(errors="replace")
+                answer = await resp.read()
         except TRANSPORT_ERRORS as exc:
             log.warning(
                 "channel.send_failed",
@@ -207,7 +207,7 @@ class WeChatChannel(HttpChannel):
                 error=type(exc).__name__,
             )
             return transport_receipts([target], exc, idempotent=False, who="wechat")
-        receipt = self._classify(did, status, text)
+        receipt = self._classify(did, status, answer)
         if receipt.outcome.value == "sent":
             log.debug("channel.sent", channel=self.name, delivery_id=did, robot=mask_address(key))
         else:
@@ -220,7 +220,7 @@ class WeChatChannel(HttpChannel):
             )
         return [receipt]
 
-    def _classify(self, did: str, status: int, text: str) -> Receipt:
+    def _classify(self, did: str, status: int, answer: bytes) -> Receipt:
         if status == 429 or status >= 500:
             return Receipt.retry(
                 did,
@@ -230,12 +230,14 @@ class WeChatChannel(HttpChannel):
                 status=str(status),
             )
         if status != 200:
+            text = answer.decode("utf-8", errors="replace")
             return Receipt.failed(did, f"wechat: HTTP {status}: {text[:200]}", status=str(status))
         try:
-            doc = json.loads(text)
+            doc = orjson.loads(answer)
             errcode = int(doc["errcode"])
             errmsg = str(doc.get("errmsg", ""))
         except (ValueError, KeyError, TypeError):
+            text = answer.decode("utf-8", errors="replace")
             return Receipt.uncertain(did, f"wechat: unreadable answer: {text[:200]}")
         code = str(errcode)
         if errcode == ERR_OK:
