@@ -25,6 +25,8 @@ def new_session(config: ChannelConfig) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=config.timeout, connect=min(config.timeout, 10.0)),
         connector=aiohttp.TCPConnector(limit=config.max_connections),
         raise_for_status=False,
+        # Gateways' cookies are not state warnd keeps: none stored, none sent.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 

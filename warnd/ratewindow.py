@@ -18,6 +18,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from warnd.wire import Wire, script_reply
+
 # KEYS[1] window zset; ARGV: count, per_ms, member. Returns 0 when the send
 # may go now (and records it), else the milliseconds until a slot frees.
 _ACQUIRE = """
@@ -65,10 +67,17 @@ class RateWindow:
         if not keys:
             return []
         per_ms, tag = int(self.per * 1000), uuid.uuid4().hex
-        async with self.redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
-            for i, key in enumerate(keys):
-                await self._script(keys=[key], args=[self.count, per_ms, f"{tag}.{i}"], client=pipe)
-            waits = await pipe.execute()
+        wire = Wire()  # packed here: redis-py's pipeline asks SCRIPT EXISTS every time
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([key], [self.count, per_ms, f"{tag}.{i}"]) for i, key in enumerate(keys)
+        ]
+        for call_keys, args in calls:
+            wire.script(self._script, call_keys, args)
+        await wire.execute(cast(Redis, self.redis), raise_on_error=False)
+        waits = [
+            await script_reply(reply, self._script, call_keys, args)
+            for reply, (call_keys, args) in zip(wire.replies, calls, strict=True)
+        ]
         return [int(cast(int, w)) / 1000.0 for w in waits]
 
     async def release(self, key: str) -> None:
