@@ -207,8 +207,13 @@ class Stage:
             await asyncio.sleep(0.1)
 
     async def coverage_final(self, aid: str, within: float = 120.0) -> float | None:
-        """Epoch seconds at which the coverage report said final (polled every 0.1 s)."""
-        url = f"{self.warnds[0].url}{COVERAGE_ROUTE.format(id=aid)}"
+        """Epoch seconds at which the coverage report said final (polled every 0.1 s).
+
+        The county view (``level=county``): the same report and the same
+        ``final``, without 5,000 village rows to encode ten times a second
+        on the cores the fan-out runs on.
+        """
+        url = f"{self.warnds[0].url}{COVERAGE_ROUTE.format(id=aid)}?level=county"
         headers = {"Authorization": f"Bearer {self.token}"}
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
