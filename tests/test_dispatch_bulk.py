@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
@@ -16,7 +18,7 @@ from warnd.dispatch.states import DeliveryState
 from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, pack_numbers
 from warnd.groups import CHANNELS, ChannelName
 from warnd.keys import Keys
-from warnd.match import Matcher
+from warnd.match import FirstEndpoints, Matcher
 from warnd.subscribers import Subscriber, SubscriberContext, SubscriberStore
 
 PHONE = "+8613800138000"
@@ -246,3 +248,107 @@ async def test_index_addresses_packed_until_one_does_not_fit(matcher: Matcher) -
         ("m0", "email", "a@b.cn"),
         ("m1", "email", "张三@heze.gov.cn"),
     }
+
+
+async def _walk(
+    audience: Any,
+    first_span: int,
+    firsts: FirstEndpoints,
+    between: Callable[[int], Awaitable[None]] | None = None,
+    *,
+    prepare: bool = False,
+) -> tuple[list[str], list[int]]:
+    """Plan as the planner does: the first span with a set, the rest with
+    ``firsts`` while it holds (then a set again), ``between(step)`` after each
+    step of 500; the addresses planned, and the positions whose step
+    ``firsts`` did not know."""
+    seen: dict[str, set[str]] = {}
+    planned: list[str] = []
+    unknown: list[int] = []
+    step = 0
+    for start, stop in ((0, first_span), (first_span, len(audience))):
+        if start and prepare:
+            await asyncio.to_thread(firsts.prepare)  # as the planner does
+        for cols in audience.endpoint_columns(batch=500, start=start, stop=stop):
+            for col in cols:
+                flags = firsts.first(col, seen) if start else None
+                if flags is None:
+                    if start:
+                        unknown += col.at.tolist()
+                        for ch, got in firsts.planned().items():
+                            seen.setdefault(ch, set()).update(got)
+                    mine = seen.setdefault(col.channel.value, set())
+                    for a in col.addresses:
+                        if a not in mine:
+                            mine.add(a)
+                            planned.append(a)
+                else:
+                    planned += [a for a, f in zip(col.addresses, flags.tolist(), strict=True) if f]
+            if between is not None:
+                await between(step)
+            step += 1
+    return planned, unknown
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["lazily", "prepared in a thread"])
+async def test_first_endpoints_plan_each_address_once_across_steps(
+    matcher: Matcher, prepare: bool
+) -> None:
+    # 3,000 subscribers on 2,000 numbers: the second thousand of numbers is
+    # shared by two subscribers each, across the first step and the rest.
+    await put(
+        matcher,
+        *(
+            {"id": f"d{i}", "area": "371721101", "endpoints": {"sms": f"+86138{i % 2000:08d}"}}
+            for i in range(3000)
+        ),
+    )
+    audience = await matcher.match(
+        alert({"hazard": "rainstorm", "level": "red", "areas": [geocode("371721")]})
+    )
+    assert len(audience) == 3000
+    firsts = FirstEndpoints(audience)
+    planned, unknown = await _walk(audience, 1000, firsts, prepare=prepare)
+    assert not firsts.off and not unknown  # every later step was known
+    assert sorted(planned) == sorted(f"+86138{i:08d}" for i in range(2000))  # each once
+
+
+@pytest.mark.parametrize("when", [0, 1, 2, 3], ids=lambda w: f"after step {w}")
+async def test_first_endpoints_give_way_to_a_set_when_the_index_changes(
+    matcher: Matcher, when: int
+) -> None:
+    # Steps of 500: 0 and 1 are the first span (a set), the snapshot is taken
+    # at step 2. Mid-plan a subscriber late in the audience takes the number
+    # of one planned in the first step, another moves to a new number.
+    await put(
+        matcher,
+        *(
+            {"id": f"e{i}", "area": "371721101", "endpoints": {"sms": f"+86139{i:08d}"}}
+            for i in range(3000)
+        ),
+    )
+    audience = await matcher.match(
+        alert({"hazard": "rainstorm", "level": "red", "areas": [geocode("371721")]})
+    )
+    ids = cast(list[str], audience.ids_of())
+    early, late = ids[10], ids[2600:2602]
+    early_number = f"+86139{int(early[1:]):08d}"
+
+    async def change(step: int) -> None:
+        if step == when:
+            await put(
+                matcher,
+                {"id": late[0], "area": "371721101", "endpoints": {"sms": early_number}},
+                {"id": late[1], "area": "371721101", "endpoints": {"sms": "+8613700000001"}},
+            )
+            await matcher.refresh()
+
+    firsts = FirstEndpoints(audience)
+    planned, unknown = await _walk(audience, 1000, firsts, change, prepare=when % 2 == 1)
+    assert len(planned) == len(set(planned))  # each address once, whatever changed
+    assert set(planned) == {f"+86139{i:08d}" for i in range(3000)} - {
+        f"+86139{int(late[0][1:]):08d}",
+        f"+86139{int(late[1][1:]):08d}",
+    } | {"+8613700000001"}
+    if when >= 2:  # after the snapshot: found out at the next step
+        assert firsts.off and unknown

@@ -456,13 +456,20 @@ class SubscriberIndex:
     def addresses(self, c: int, slots: npt.NDArray[Any]) -> list[str]:
         """The addresses on channel ``c`` (an index of :data:`CHANNELS`) of these
         slots, which must have one (see :attr:`chan`)."""
+        return self.addresses_packed(c, slots)[0]
+
+    def addresses_packed(
+        self, c: int, slots: npt.NDArray[Any]
+    ) -> tuple[list[str], npt.NDArray[Any] | None]:
+        """:meth:`addresses`, and the same as the index packs them (``None``
+        when the column is not packed)."""
         column = self.addr[c]
         if column is None:
-            return [""] * len(slots)
-        got = column[slots].tolist()
+            return [""] * len(slots), None
+        raw = column[slots]
         if column.dtype == _PACKED:
-            return list(map(bytes.decode, got))
-        return cast(list[str], got)
+            return list(map(bytes.decode, raw.tolist())), raw
+        return cast(list[str], raw.tolist()), None
 
     def _touch(self, slots: npt.NDArray[np.int64]) -> None:
         fresh = slots[~self._dirty[slots]]
@@ -625,6 +632,8 @@ class EndpointColumns:
     language_codes: npt.NDArray[np.uint16]
     """Each entry's language as an index into ``tags``."""
     tags: npt.NDArray[np.object_]
+    packed: npt.NDArray[Any] | None = None
+    """``addresses`` as the index packs them (16 bytes each), when it does."""
 
     def __len__(self) -> int:
         return len(self.addresses)
@@ -636,6 +645,109 @@ class EndpointColumns:
     @property
     def languages(self) -> list[str]:
         return cast(list[str], self.tags[self.language_codes].tolist())
+
+
+class FirstEndpoints:
+    """Which endpoints of an audience are the first of their address on their
+    channel: the (channel, address) deduplication of a plan, worked out once
+    for the whole audience in numpy instead of a set of every address.
+
+    Exact: addresses are compared as their packed bytes (16 bytes, two
+    64-bit keys sorted with ``lexsort``), no hash. It holds for the index as
+    it is when a channel is first asked about, taken after the plan's first
+    step: that step's planned addresses (``planned``) must be the snapshot's
+    for those positions. A later step whose entries are not the snapshot's
+    (a subscriber deleted, an address or a channel changed since) turns it
+    off: :meth:`first` answers ``None`` from then on, and :meth:`planned`
+    gives every address handed out, for the caller to go on with a set. A
+    channel whose column is not packed (addresses longer than 16 bytes) is
+    never covered (``None``).
+    """
+
+    __slots__ = ("_audience", "_chans", "_pending", "_snap", "_upto", "off")
+
+    def __init__(self, audience: Audience) -> None:
+        self._audience = audience
+        self._chans: npt.NDArray[np.uint8] | None = None
+        self._snap: dict[int, tuple[I64, npt.NDArray[Any], npt.NDArray[np.bool_]] | None] = {}
+        self._pending: dict[int, tuple[I64, npt.NDArray[Any], npt.NDArray[np.bool_]] | None] = {}
+        """Snapshots taken by :meth:`prepare`, not yet checked against a step."""
+        self._upto: dict[int, int] = {}
+        """Per channel: snapshot positions handed out (or planned before it)."""
+        self.off = False
+
+    def _snapshot(self, c: int) -> tuple[I64, npt.NDArray[Any], npt.NDArray[np.bool_]] | None:
+        a, ix = self._audience, self._audience.index
+        if self._chans is None:
+            slots = a.slots
+            self._chans = np.where(ix.gen[slots] == a.gens, a.channels & ix.chan[slots], 0)
+        column = ix.addr[c]
+        if column is None or column.dtype != _PACKED:
+            return None
+        at = np.flatnonzero(self._chans & CHANNELS[c].bit).astype(np.int64)
+        packed = column[a.slots[at]]
+        keys = np.frombuffer(packed.tobytes(), dtype=np.uint64).reshape(-1, 2)
+        order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable: by position within a key
+        k = keys[order]
+        again = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
+        first = np.ones(len(at), dtype=np.bool_)
+        first[order[1:][again]] = False
+        return at, packed, first
+
+    def prepare(self) -> None:
+        """Take the snapshot of every channel now. Mostly numpy that lets go of
+        the GIL: run it in a thread (``asyncio.to_thread``) while the first
+        step's batches are sent. An index changed meanwhile is caught as in
+        :meth:`first`: each step is compared with the snapshot."""
+        for c in range(len(CHANNELS)):
+            if c not in self._pending:
+                self._pending[c] = self._snapshot(c)
+
+    def first(
+        self, col: EndpointColumns, planned: Mapping[str, set[str]]
+    ) -> npt.NDArray[np.bool_] | None:
+        """Per entry of ``col``, whether it is the first of its address; ``None``:
+        not known here (deduplicate with a set). ``planned``: the addresses
+        planned so far without it (the first step's), per channel."""
+        if self.off or not len(col):
+            return None
+        c = CHANNELS.index(col.channel)
+        if c not in self._snap:
+            snap = self._snap[c] = self._pending.pop(c) if c in self._pending else self._snapshot(c)
+            if snap is not None:
+                # What the first step planned must be the snapshot's addresses there.
+                n = int(np.searchsorted(snap[0], col.at[0]))
+                before = set(map(bytes.decode, snap[1][:n].tolist()))
+                if before != planned.get(col.channel.value, set()):
+                    self.off = True
+                    return None
+                self._upto[c] = n
+        snap = self._snap[c]
+        if snap is None:
+            return None
+        at, packed, first = snap
+        i0 = self._upto[c]
+        i1 = i0 + len(col)
+        same = (
+            i1 <= len(at)
+            and col.packed is not None
+            and np.array_equal(at[i0:i1], col.at)
+            and np.array_equal(packed[i0:i1], col.packed)  # what this step plans
+        )
+        if not same:
+            self.off = True  # the index changed under the plan
+            return None
+        self._upto[c] = i1
+        return first[i0:i1]
+
+    def planned(self) -> dict[str, set[str]]:
+        """Channel → the addresses of the positions handed out (or verified) so far."""
+        out: dict[str, set[str]] = {}
+        for c, snap in self._snap.items():
+            if snap is not None and self._upto.get(c):
+                packed = snap[1][: self._upto[c]]
+                out[CHANNELS[c].value] = set(map(bytes.decode, packed.tolist()))
+        return out
 
 
 @dataclass(slots=True)
@@ -791,8 +903,9 @@ class Audience:
                 if not len(sel):
                     continue
                 s = slots[sel]
+                addresses, packed = ix.addresses_packed(i, s)
                 out.append(
-                    EndpointColumns(ch, sel + lo, ix.ids[s], ix.addresses(i, s), ix.lang[s], tags)
+                    EndpointColumns(ch, sel + lo, ix.ids[s], addresses, ix.lang[s], tags, packed)
                 )
             yield out
 

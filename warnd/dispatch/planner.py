@@ -54,7 +54,7 @@ from warnd.dispatch.states import REACHED, DeliveryState
 from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, now_ms, pack_numbers
 from warnd.ingest import Accepted
 from warnd.keys import Keys
-from warnd.match import Audience, EndpointColumns, Matcher
+from warnd.match import Audience, EndpointColumns, FirstEndpoints, Matcher
 from warnd.model import Alert, Info, Level, MsgType
 from warnd.render import Renderer
 from warnd.store import AlertRecord, AlertState, AlertStore
@@ -222,9 +222,14 @@ class PlanWriter:
         subscribers: Sequence[str] = (),
         refs: Sequence[str] = (),
         numbers: npt.NDArray[np.int64] | Sequence[int] = (),
+        first: npt.NDArray[np.bool_] | None = None,
     ) -> int:
         """Add endpoints of one variant as parallel columns, skipping (channel,
         address) pairs already planned; returns how many were added.
+
+        ``first``: which endpoints are the first of their address, when the
+        caller knows (:class:`~warnd.match.FirstEndpoints`): the rest are
+        skipped and the set of planned addresses is neither read nor kept.
 
         Each endpoint's area is a code in ``areas`` or an index area key in
         ``area_keys``; ``numbers`` are the subscriber numbers (coverage; none:
@@ -246,7 +251,12 @@ class PlanWriter:
         seen = self.seen.setdefault(channel, set())
         before = len(seen)
         keep: list[int] | None = None
-        if seen.isdisjoint(addresses):
+        if first is not None:
+            if len(first) != n:
+                raise ValueError("add_many: one first flag per address")
+            if not first.all():
+                keep = np.flatnonzero(first).tolist()
+        elif seen.isdisjoint(addresses):
             seen.update(addresses)  # the common case: all new, checked at C speed
             if len(seen) - before != n:  # the same address twice in this call
                 once: set[str] = set()
@@ -638,11 +648,24 @@ class Planner:
         )
         memo: dict[Any, int] = {}
         base = await self._coverage_start(rec.id, audience)
-        for start, stop, step in _spans(len(audience)):
+        # After the first step (its batch is out), the audience's duplicates
+        # are found in one pass; a plan that already has endpoints (notices,
+        # a resumed plan) deduplicates with its set.
+        firsts = FirstEndpoints(audience) if not any(writer.seen.values()) else None
+        for span, (start, stop, step) in enumerate(_spans(len(audience))):
+            if span == 1 and firsts is not None:
+                await asyncio.to_thread(firsts.prepare)  # the first batches go out meanwhile
             for columns in audience.endpoint_columns(batch=step, start=start, stop=stop):
                 numbers = subscriber_numbers(columns, base, writer.known)
                 for col, nums in zip(columns, numbers, strict=True):
-                    await self._add_columns(alert, audience, col, writer, memo, nums)
+                    first = None
+                    if firsts is not None and span > 0:
+                        first = firsts.first(col, writer.seen)
+                        if firsts.off:  # the index changed under the plan: a set from here
+                            for channel, planned in firsts.planned().items():
+                                writer.seen.setdefault(channel, set()).update(planned)
+                            firsts = None
+                    await self._add_columns(alert, audience, col, writer, memo, nums, first)
                 # Writes by other processes since the match (the index is where
                 # the next step's addresses come from); lets the workers run.
                 await self.matcher.refresh()
@@ -655,8 +678,10 @@ class Planner:
         writer: PlanWriter,
         memo: dict[Any, int],
         numbers: npt.NDArray[np.int64],
+        firsts: npt.NDArray[np.bool_] | None = None,
     ) -> None:
-        """One channel's endpoints of a step, split by variant, into the writer."""
+        """One channel's endpoints of a step, split by variant, into the writer
+        (``firsts``: ``first`` of :meth:`PlanWriter.add_many`)."""
         if not len(col):
             return
         infos = audience.infos[col.at]
@@ -683,6 +708,7 @@ class Planner:
                 group=group,
                 subscribers=col.subscriber_ids if group else (),
                 numbers=numbers,
+                first=firsts,
             )
             return
         kinds, which = np.unique(combo, return_inverse=True)
@@ -705,6 +731,7 @@ class Planner:
                 group=group,
                 subscribers=col.ids[idx].tolist() if group else (),
                 numbers=numbers[idx],
+                first=None if firsts is None else firsts[idx],
             )
 
     async def _notices(self, rec: AlertRecord, old: AlertRecord, writer: PlanWriter) -> None:
