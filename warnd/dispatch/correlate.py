@@ -30,7 +30,11 @@ def encode_offsets(offsets: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"`` (in any order, repeats once)."""
     if not len(offsets):
         return ""
-    ordered = np.unique(np.asarray(offsets, dtype=np.int64))
+    given = np.asarray(offsets, dtype=np.int64)
+    if len(given) == 1 or bool((np.diff(given) == 1).all()):
+        a, b = int(given[0]), int(given[-1])  # the usual request: one run, in order
+        return str(a) if a == b else f"{a}-{b}"
+    ordered = np.unique(given)
     cut = np.flatnonzero(np.diff(ordered) != 1)
     firsts = np.concatenate((ordered[:1], ordered[cut + 1])).tolist()
     lasts = np.concatenate((ordered[cut], ordered[-1:])).tolist()
