@@ -185,6 +185,25 @@ def _loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def _all_sent(
+    targets: Sequence[Target], raw: list[Any], code: str, rid: str | None, exact: bool
+) -> Receipts | None:
+    """One ``Receipts`` for a request whose every number was accepted with
+    ``code`` (``raw``: their message ids); ``None`` when an id came out a
+    float and the answer must be decoded again, exactly."""
+    kinds = set(map(type, raw))
+    if float in kinds and not exact:
+        return None
+    pids = raw if kinds == {str} else [None if p is None else str(p) for p in raw]
+    return Receipts(
+        delivery_ids_of(targets),
+        Outcome.SENT,
+        provider_ids=pids,
+        provider_status=code,
+        request_id=rid,
+    )
+
+
 def _get(doc: Any, path: str) -> Any:
     for part in path.split(".") if path else []:
         doc = doc.get(part) if isinstance(doc, dict) else None
@@ -397,16 +416,8 @@ class HttpSms(HttpChannel):
                 # Every number accepted with the same code: one Receipts for all.
                 id_field = cfg.result_id_field
                 raw = [None if it is None else it.get(id_field) for it in items]
-                if not exact and float in set(map(type, raw)):
-                    return self._per_number(targets, text, ref, exact=True)
-                pids = [None if p is None else str(p) for p in raw]
-                return Receipts(
-                    delivery_ids_of(targets),
-                    Outcome.SENT,
-                    provider_ids=pids,
-                    provider_status=code,
-                    request_id=rid,
-                )
+                whole = _all_sent(targets, raw, code, rid, exact)
+                return whole or self._per_number(targets, text, ref, exact=True)
         out: list[Receipt] = []
         for t in targets:
             item = by_number.get(t.address)
@@ -460,17 +471,7 @@ class HttpSms(HttpChannel):
             return None
         if len(codes) != 1 or (code := str(codes.pop())) not in cfg.success_codes:
             return None
-        kinds = set(map(type, raw))
-        if float in kinds and not exact:
-            return "exact"
-        pids = raw if kinds == {str} else [None if p is None else str(p) for p in raw]
-        return Receipts(
-            delivery_ids_of(targets),
-            Outcome.SENT,
-            provider_ids=pids,
-            provider_status=code,
-            request_id=rid,
-        )
+        return _all_sent(targets, raw, code, rid, exact) or "exact"
 
     # ------------------------------------------------------------ reconcile
     async def reconcile(self, targets: Sequence[Target]) -> list[Receipt]:
