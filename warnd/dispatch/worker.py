@@ -494,8 +494,7 @@ class ChannelWorker:
         prefix = f"{batch.alert_id}.{batch.index}."
         ids = [prefix + _OFFSETS[j] if j < _MAX_OFFSET else f"{prefix}{j}" for j in offsets]
         addresses = batch.addresses
-        whole = len(offsets) == len(addresses) and (not offsets or offsets[-1] == len(offsets) - 1)
-        if whole and list(offsets) == list(range(len(addresses))):
+        if len(offsets) == len(addresses) and list(offsets) == list(range(len(addresses))):
             targets = Targets(ids, addresses)  # the whole batch, in order: no copy
         else:
             targets = Targets(ids, [addresses[j] for j in offsets])
