@@ -435,8 +435,10 @@ async def test_unacknowledged_red_warning_escalates_to_the_next_channel_and_the_
 
     async def escalated() -> bool:
         w = await sandbox_sends(redis, "wechat")
-        sup = [r for r in await sandbox_sends(redis) if r["address"] == phone(999)]
-        if len(w) != 2 or len(sup) != 2:
+        # The duty room has the warning itself and one reminder per silent officer.
+        told = [r for r in await sandbox_sends(redis) if r["address"] == phone(999)]
+        reminders = [r for r in told if "叫应提醒" in r["text"]]
+        if len(w) != 2 or len(reminders) != 2:
             return False
         # The sandbox records a message before the worker records it sent (and
         # starts its acknowledgement deadline): wait for both.
@@ -450,7 +452,9 @@ async def test_unacknowledged_red_warning_escalates_to_the_next_channel_and_the_
     assert all("暴雨红色预警" in r["text"] and ACK.search(r["text"]) for r in wechat)
     # The duty room's messages arrive in any order (the two reminders are sent concurrently).
     told = [r["text"] for r in await sandbox_sends(redis) if r["address"] == phone(999)]
+    assert len(told) == 3 and sum("暴雨红色预警" in t for t in told) == 1
     assert any("叫应提醒" in t and "信息员0" in t for t in told)
+    assert any("叫应提醒" in t and "信息员2" in t for t in told)
     doc = await deliveries(client, token, aid, limit="100")
     by_addr = {i["address"]: i for i in doc["items"]}
     events = [e["event"] for e in by_addr[phone(0)]["events"]]
