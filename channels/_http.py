@@ -12,6 +12,8 @@ import aiohttp
 
 from warnd.channel import Channel, ChannelConfig, ChannelHealth, Receipt, Target
 
+from ._http1 import ConnectFailed
+
 T = TypeVar("T")
 
 
@@ -64,7 +66,9 @@ def retry_after(headers: Mapping[str, str], default: float) -> float:
 
 def not_sent(exc: BaseException) -> bool:
     """The request certainly never reached the provider (safe to resend)."""
-    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    return isinstance(
+        exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError | ConnectFailed
+    )
 
 
 def transport_receipts(

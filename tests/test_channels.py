@@ -777,6 +777,31 @@ async def test_wechat_server_side_limit_is_retried_after_the_window(
     assert not outcomes[0].counts_attempt
 
 
+async def test_wechat_behind_a_path_prefix_and_base_urls_checked(redis: Redis) -> None:
+    # A provincial network reaches qyapi.weixin.qq.com through a reverse proxy
+    # that serves it under a path of its own.
+    peer = WeChatServer(keys={ROBOT}, per_minute=20, window=60.0)
+    app = web.Application()
+    app.router.add_post("/qywx/cgi-bin/webhook/send", peer.handle)
+    async for url in serve(app):
+        ch = await wechat(f"{url}/qywx/", redis)
+        try:
+            (receipt,) = await ch.send(
+                batch([Target("1", f"{url}/qywx/cgi-bin/webhook/send?key={ROBOT}")])
+            )
+        finally:
+            await ch.stop()
+        assert receipt.outcome is Outcome.SENT and [k for k, _ in peer.received] == [ROBOT]
+    for bad, why in [
+        ("https://qyapi.weixin.qq.com/?debug=1", "query or fragment"),
+        ("https:///cgi-bin", "names no host"),
+        ("https://qyapi.weixin.qq.com:44x3", "Port could not be cast"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            build("wechat", {"provider": "robot", "base_url": bad})
+        assert why in err.value.detail and "channels.wechat.base_url" in err.value.detail
+
+
 # ============================================================= email
 
 
