@@ -64,6 +64,7 @@ class _Connection(asyncio.Protocol):
         "_body",
         "_done",
         "_framed",
+        "_headed",
         "_headers",
         "_keep_alive",
         "_max",
@@ -88,6 +89,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._framed = False
+        self._headed = False
         self._keep_alive = False
         self._done = False
 
@@ -108,6 +110,7 @@ class _Connection(asyncio.Protocol):
             self._fail(BadAnswer(f"unreadable HTTP answer: {exc}"))
 
     def eof_received(self) -> bool | None:
+        self.closed = True  # never handed out again, though connection_lost is still to come
         return False  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,7 +118,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._status and not self._framed and not self._done:
+        if self._headed and not self._framed and not self._done:
             # Neither Content-Length nor chunked: the body runs to the close.
             self._complete(keep_alive=False)
             return
@@ -133,6 +136,9 @@ class _Connection(asyncio.Protocol):
             self._framed = True
         self._headers[key] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        self._headed = True
+
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self._max:
@@ -144,7 +150,7 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code() if self._parser else 0
         if 100 <= status < 200:  # an interim answer: the final one follows
             self._status, self._headers, self._body, self._size = 0, {}, [], 0
-            self._framed = False
+            self._framed = self._headed = False
             return
         self._status = status
         self._complete(keep_alive=bool(self._parser and self._parser.should_keep_alive()))
@@ -157,7 +163,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter = loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
         self._status, self._headers, self._body, self._size = 0, {}, [], 0
-        self._framed = self._keep_alive = self._done = False
+        self._framed = self._headed = self._keep_alive = self._done = False
         self.transport.write(request)
         return waiter
 
@@ -288,8 +294,9 @@ class OriginPool:
             idle.popleft().close()
         while idle:
             conn = idle.pop()  # the most recently used: warm, least likely closed
-            if not conn.closed:
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
+            conn.close()
         return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:

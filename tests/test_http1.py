@@ -206,9 +206,14 @@ async def test_a_close_in_the_middle_of_an_answer_may_have_been_sent() -> None:
     server.close()
 
 
-async def test_a_close_before_any_answer_is_a_disconnect() -> None:
+@pytest.mark.parametrize(
+    "partial", [b"", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Type: appl"]
+)
+async def test_a_close_before_the_answer_s_headers_end_is_a_disconnect(partial: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        writer.write(partial)
+        await writer.drain()
 
     server, port, _ = await raw_server(handler)
     pool = pool_for(port)
