@@ -123,7 +123,8 @@ class WeChatChannel(Channel):
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path = f"{parts.path.rstrip('/')}/cgi-bin/webhook/send?key="
         self._pool: OriginPool | None = None
-        self._head = b""
+        # The request's line and headers around the robot key, built at start().
+        self._head_start = self._head_end = b""
 
     async def start(self) -> None:
         # One message per request: the lean client, not aiohttp's session
@@ -135,8 +136,8 @@ class WeChatChannel(Channel):
                 timeout=self.config.timeout,
                 connect_timeout=min(self.config.timeout, 10.0),
             )
-            self._head = self._pool.head("POST", self._path + "{key}", _HEADERS)
-            self._head_start, _, self._head_end = self._head.partition(b"{key}")
+            head = self._pool.head("POST", self._path + "{key}", _HEADERS)
+            self._head_start, _, self._head_end = head.partition(b"{key}")
 
     async def stop(self) -> None:
         if self._pool is not None:
