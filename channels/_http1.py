@@ -127,9 +127,6 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
 
-    def on_status(self, status: bytes) -> None:
-        self._status = self._parser.get_status_code() if self._parser else 0
-
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
         if key in ("content-length", "transfer-encoding"):
@@ -137,6 +134,8 @@ class _Connection(asyncio.Protocol):
         self._headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        # Here, not in on_status: llhttp calls that one only for a reason phrase.
+        self._status = self._parser.get_status_code() if self._parser else 0
         self._headed = True
 
     def on_body(self, body: bytes) -> None:
@@ -147,12 +146,10 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        status = self._parser.get_status_code() if self._parser else 0
-        if 100 <= status < 200:  # an interim answer: the final one follows
+        if 100 <= self._status < 200:  # an interim answer: the final one follows
             self._status, self._headers, self._body, self._size = 0, {}, [], 0
             self._framed = self._headed = False
             return
-        self._status = status
         self._complete(keep_alive=bool(self._parser and self._parser.should_keep_alive()))
 
     # -- the client side

@@ -155,10 +155,11 @@ async def test_connection_close_is_honoured(origin: tuple[Origin, int]) -> None:
     await pool.close()
 
 
-async def test_an_answer_without_length_runs_to_the_close() -> None:
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK", b"HTTP/1.1 200"])
+async def test_an_answer_without_length_runs_to_the_close(status_line: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"errcode":')
+        writer.write(status_line + b'\r\nContent-Type: application/json\r\n\r\n{"errcode":')
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.write(b'0,"errmsg":"ok"}')
