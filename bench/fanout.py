@@ -241,6 +241,7 @@ class Stage:
         pids0 = await self._provider_ids_bytes()
         procs = self._cpu_procs()
         cpu0 = _cpu(procs)
+        traffic0 = await redis_traffic(self.redis)
         peak = {"rss": 0}
         sampling = asyncio.create_task(self._sample_rss(peak))
         aid = await self.post_alert(body)
@@ -259,6 +260,7 @@ class Stage:
         for key in await self.store.all_keys(aid):
             records += int(await self.redis.memory_usage(key, samples=0) or 0)
         cpu1 = _cpu(procs)
+        traffic1 = await redis_traffic(self.redis)
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
@@ -285,6 +287,7 @@ class Stage:
             "sampled_rss_mib": peak["rss"] / 2**20,
             "requests": st["requests"],
             "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1},
+            "redis_traffic": {k: traffic1[k] - traffic0.get(k, 0) for k in traffic1},
         }
         print(
             f"  {label}: {deliveries:,} deliveries in {took:.2f} s → {out['rate']:,.0f}/s;"
@@ -428,3 +431,15 @@ async def _peer_json(*args: str, python: str = PYTHON) -> dict[str, Any]:
         raise RuntimeError(f"peers.py {args[0]} exited {proc.returncode}: {err.decode()[-2000:]}")
     doc: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return doc
+
+
+async def redis_traffic(redis: Any) -> dict[str, int]:
+    """Redis's counters of work done so far: commands, socket reads (about one
+    per client write), bytes in and out."""
+    info = await redis.info("stats")
+    return {
+        "commands": int(info["total_commands_processed"]),
+        "reads": int(info.get("total_reads_processed", 0)),
+        "in_bytes": int(info["total_net_input_bytes"]),
+        "out_bytes": int(info["total_net_output_bytes"]),
+    }

@@ -55,6 +55,7 @@ from warnd.errors import BadRequest
 from warnd.limits import MessageLimits
 from warnd.model import Level
 
+from ._answer import CODE, ID, NUMBER, AnswerShape
 from ._http import (
     TRANSPORT_ERRORS,
     HttpChannel,
@@ -228,6 +229,13 @@ class HttpSms(HttpChannel):
             self.batch_size = self.cfg.numbers_per_request
         self.reconciles = self.cfg.query_url is not None
         self.message_id_receipts = self.cfg.receipt_match == "message_id"
+        self._answer = AnswerShape.of(
+            self.cfg.results_field,
+            self.cfg.result_number_field,
+            self.cfg.result_code_field,
+            self.cfg.result_id_field,
+            self.cfg.result_request_field,
+        )
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
@@ -371,11 +379,17 @@ class HttpSms(HttpChannel):
     ) -> Sequence[Receipt]:
         """Receipts from the send's answer (``text``).
 
-        orjson decodes it (up to 1,000 results), but turns an integer past 64
-        bits into a float, and some providers' message ids are that long: an
-        id that comes out a float has the answer decoded again, ``exact``ly,
-        by the standard library.
+        The usual answer (every number accepted, in the order sent) is read
+        into the few fields it needs (:class:`AnswerShape`). Any other is
+        decoded whole: by orjson, which turns an integer past 64 bits into a
+        float, and some providers' message ids are that long: an id that
+        comes out a float has the answer decoded again, ``exact``ly, by the
+        standard library.
         """
+        if not exact and self._answer is not None:
+            usual = self._usual(targets, text, ref, self._answer)
+            if usual is not None:
+                return usual
         cfg = self.cfg
         try:
             doc = json.loads(text) if exact else _loads(text)
@@ -449,6 +463,30 @@ class HttpSms(HttpChannel):
             else:
                 out.append(Receipt.failed(t.delivery_id, f"gateway: {msg}", status=rcode))
         return out
+
+    def _usual(
+        self, targets: Sequence[Target], text: str | bytes, ref: str, shape: AnswerShape
+    ) -> Receipts | None:
+        """The usual answer's receipts, read through ``shape``: one result per
+        number, in the order sent, all accepted with one code. ``None``: not
+        that answer (read it the general way)."""
+        cfg = self.cfg
+        doc = shape.decode(text)
+        if doc is None or not isinstance(doc.results, list) or len(doc.results) != len(targets):
+            return None
+        rid: str | None = ref if cfg.reference_field else None
+        if cfg.result_request_field is not None:
+            rid = str(doc.request) if doc.request not in (None, "") else None
+        try:
+            if list(map(NUMBER, doc.results)) != addresses_of(targets):
+                return None
+            codes = set(map(CODE, doc.results))
+        except TypeError:  # a code that is an object or a list
+            return None
+        if len(codes) != 1 or (code := str(codes.pop())) not in cfg.success_codes:
+            return None
+        # Integers came out exact: a float id is one the provider wrote so.
+        return _all_sent(targets, list(map(ID, doc.results)), code, rid, True)
 
     def _in_order(
         self,
