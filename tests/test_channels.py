@@ -42,9 +42,12 @@ from warnd.channel import (
     CallbackState,
     Channel,
     ChannelContext,
+    DeliveryIds,
     Outcome,
     Receipt,
+    Receipts,
     Target,
+    Targets,
     mask_address,
 )
 from warnd.dispatch.correlate import decode_offsets, encode_offsets
@@ -251,6 +254,24 @@ async def test_sandbox_failure_shares_are_repeatable() -> None:
 
 
 # ========================================================== registry
+
+
+def test_delivery_ids_are_made_when_read_and_compare_as_a_sequence() -> None:
+    ids = DeliveryIds("a1.7.", range(3))
+    assert len(ids) == 3 and ids[0] == "a1.7.0" and ids[-1] == "a1.7.2"
+    assert list(ids) == ["a1.7.0", "a1.7.1", "a1.7.2"]
+    assert ids == ["a1.7.0", "a1.7.1", "a1.7.2"] == ids  # either side of a list
+    assert ids != ["a1.7.0", "a1.7.1"] and ids != ["a1.7.0", "a1.7.1", "a1.7.3"]
+    assert ids == DeliveryIds("a1.7.", [0, 1, 2]) and ids != DeliveryIds("a1.8.", range(3))
+    assert ids[1:] == ["a1.7.1", "a1.7.2"] and isinstance(ids[1:], DeliveryIds)
+    assert DeliveryIds("a1.7.", [4, 9]) == ["a1.7.4", "a1.7.9"]
+    # Through targets and the receipts a channel makes of them, the same ids.
+    targets = Targets(ids, ["138", "139", "150"])
+    assert [t.delivery_id for t in targets] == list(ids)
+    got = Receipts(ids, Outcome.SENT, provider_ids=["p0", "p1", "p2"])
+    assert [(r.delivery_id, r.provider_id) for r in got][2] == ("a1.7.2", "p2")
+    with pytest.raises(ValueError, match="one address per delivery id"):
+        Targets(ids, ["138"])
 
 
 def test_two_plugins_claiming_one_name_stop_start_up() -> None:

@@ -119,7 +119,13 @@ async def test_endpoint_columns_give_the_same_deliveries(matcher: Matcher) -> No
                 assert a.ids_of(at, at + 1) == [sid]
                 group = a.group_keys[int(a.groups[at])]
                 columns.append((sid, col.channel.value, address, lang, int(a.infos[at]), group))
+            assert [col.language(i) for i in range(len(col))] == col.languages
     assert sorted(columns) == one_by_one
+    # Without ids (a plan with no acknowledging group): the same columns, no id column.
+    bare = [col for cols in a.endpoint_columns(batch=7, ids=False) for col in cols]
+    assert sum(map(len, bare)) == len(columns) and all(col.ids is None for col in bare)
+    with pytest.raises(ValueError, match="without subscriber ids"):
+        _ = bare[0].subscriber_ids
     got = {(sid, ch, addr) for sid, ch, addr, *_ in columns}
     assert ("moved-number", "sms", "+8613900000003") in got
     assert not any(sid == "gone" for sid, *_ in got)

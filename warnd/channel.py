@@ -60,6 +60,7 @@ __all__ = [
     "ChannelConfig",
     "ChannelContext",
     "ChannelHealth",
+    "DeliveryIds",
     "Outcome",
     "RateLimit",
     "Receipt",
@@ -100,6 +101,52 @@ class Target(NamedTuple):
         )
 
 
+class DeliveryIds(Sequence[str]):
+    """The delivery ids of a batch's entries, ``prefix`` + offset, each made
+    when it is read: dispatch hands a thousand of them to a channel that
+    mostly gives them back untouched (one :class:`Receipts` for the request),
+    and then compares them with what it handed out (the same object: no id
+    is made at all).
+
+    Equal to any sequence of the same ids.
+    """
+
+    __slots__ = ("offsets", "prefix")
+
+    def __init__(self, prefix: str, offsets: Sequence[int]) -> None:
+        self.prefix = prefix
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> DeliveryIds: ...
+    def __getitem__(self, i: int | slice) -> str | DeliveryIds:
+        if isinstance(i, slice):
+            return DeliveryIds(self.prefix, self.offsets[i])
+        return f"{self.prefix}{self.offsets[i]}"
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self.prefix.__add__, map(str, self.offsets))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, DeliveryIds):
+            return self.prefix == other.prefix and list(self.offsets) == list(other.offsets)
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self) and all(map(str.__eq__, self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DeliveryIds({self.prefix!r}, {len(self)} offsets)"
+
+
 class Targets(Sequence[Target]):
     """The targets of a batch as two columns: how dispatch hands them to a channel.
 
@@ -111,7 +158,7 @@ class Targets(Sequence[Target]):
 
     __slots__ = ("addresses", "delivery_ids")
 
-    def __init__(self, delivery_ids: list[str], addresses: list[str]) -> None:
+    def __init__(self, delivery_ids: Sequence[str], addresses: list[str]) -> None:
         if len(delivery_ids) != len(addresses):
             raise ValueError("Targets: one address per delivery id")
         self.delivery_ids = delivery_ids
@@ -164,7 +211,7 @@ class Batch:
     """Rendering had to cut the message to the channel's limits."""
 
     @property
-    def delivery_ids(self) -> list[str]:
+    def delivery_ids(self) -> Sequence[str]:
         """Each target's delivery id, in order (see :func:`delivery_ids_of`)."""
         return delivery_ids_of(self.targets)
 
@@ -174,7 +221,7 @@ class Batch:
         return addresses_of(self.targets)
 
 
-def delivery_ids_of(targets: Sequence[Target]) -> list[str]:
+def delivery_ids_of(targets: Sequence[Target]) -> Sequence[str]:
     """The delivery ids of ``targets`` in order; no object per target for :class:`Targets`."""
     if isinstance(targets, Targets):
         return targets.delivery_ids

@@ -627,7 +627,9 @@ class EndpointColumns:
 
     channel: ChannelName
     at: I64
-    ids: npt.NDArray[np.object_]
+    ids: npt.NDArray[np.object_] | None
+    """The subscribers' ids; ``None`` when the columns were made without them
+    (``ids=False``: a plan with no acknowledging group has no use for them)."""
     addresses: list[str]
     language_codes: npt.NDArray[np.uint16]
     """Each entry's language as an index into ``tags``."""
@@ -640,11 +642,17 @@ class EndpointColumns:
 
     @property
     def subscriber_ids(self) -> list[str]:
+        if self.ids is None:
+            raise ValueError("these endpoint columns were made without subscriber ids")
         return cast(list[str], self.ids.tolist())
 
     @property
     def languages(self) -> list[str]:
         return cast(list[str], self.tags[self.language_codes].tolist())
+
+    def language(self, i: int) -> str:
+        """Entry ``i``'s language (without making the whole column)."""
+        return cast(str, self.tags[self.language_codes[i]])
 
 
 class FirstEndpoints:
@@ -875,10 +883,11 @@ class Audience:
         }
 
     def endpoint_columns(
-        self, *, batch: int = 1000, start: int = 0, stop: int | None = None
+        self, *, batch: int = 1000, start: int = 0, stop: int | None = None, ids: bool = True
     ) -> Iterator[list[EndpointColumns]]:
         """The deliveries of entries ``start:stop``, ``batch`` subscribers per step,
-        as one :class:`EndpointColumns` per channel that has any.
+        as one :class:`EndpointColumns` per channel that has any (with the
+        subscribers' ids unless ``ids`` is false).
 
         The same deliveries as :meth:`deliveries` (a subscriber deleted since
         the match is skipped; one whose record changed is sent to its current
@@ -905,7 +914,15 @@ class Audience:
                 s = slots[sel]
                 addresses, packed = ix.addresses_packed(i, s)
                 out.append(
-                    EndpointColumns(ch, sel + lo, ix.ids[s], addresses, ix.lang[s], tags, packed)
+                    EndpointColumns(
+                        ch,
+                        sel + lo,
+                        ix.ids[s] if ids else None,
+                        addresses,
+                        ix.lang[s],
+                        tags,
+                        packed,
+                    )
                 )
             yield out
 

@@ -655,7 +655,9 @@ class Planner:
         for span, (start, stop, step) in enumerate(_spans(len(audience))):
             if span == 1 and firsts is not None:
                 await asyncio.to_thread(firsts.prepare)  # the first batches go out meanwhile
-            for columns in audience.endpoint_columns(batch=step, start=start, stop=stop):
+            for columns in audience.endpoint_columns(
+                batch=step, start=start, stop=stop, ids=any(audience.group_ack)
+            ):
                 numbers = subscriber_numbers(columns, base, writer.known)
                 for col, nums in zip(columns, numbers, strict=True):
                     first = None
@@ -698,7 +700,7 @@ class Planner:
         channel = col.channel.value
         if int(combo.min()) == int(combo.max()):  # the common case: one variant
             info = int(infos[0])
-            v = await self._variant(alert, info, alert.infos[info], channel, col.languages[0], memo)
+            v = await self._variant(alert, info, alert.infos[info], channel, col.language(0), memo)
             group = audience.group_keys[int(groups[0])] if acks[0] else ""
             await writer.add_many(
                 channel,
@@ -719,7 +721,7 @@ class Planner:
             first = int(idx[0])
             info = int(infos[first])
             v = await self._variant(
-                alert, info, alert.infos[info], channel, col.languages[first], memo
+                alert, info, alert.infos[info], channel, col.language(first), memo
             )
             group = audience.group_keys[int(groups[first])] if acks[first] else ""
             at = idx.tolist()
@@ -729,7 +731,7 @@ class Planner:
                 [col.addresses[i] for i in at],
                 area_keys=area_keys[idx],
                 group=group,
-                subscribers=col.ids[idx].tolist() if group else (),
+                subscribers=col.ids[idx].tolist() if group and col.ids is not None else (),
                 numbers=numbers[idx],
                 first=None if firsts is None else firsts[idx],
             )

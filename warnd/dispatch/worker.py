@@ -56,6 +56,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from warnd.channel import (
     Batch,
     Channel,
+    DeliveryIds,
     Outcome,
     Receipt,
     Receipts,
@@ -81,8 +82,6 @@ OUTAGE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 _T = TypeVar("_T")
 
-_MAX_OFFSET = 10_000
-_OFFSETS = [str(j) for j in range(_MAX_OFFSET)]
 """Offsets as text, made once: delivery ids are the batch's prefix + the offset."""
 
 AckHook = Callable[[BatchRecord, list[int], dict[str, str]], Awaitable[None]]
@@ -491,13 +490,12 @@ class ChannelWorker:
         plan: dict[str, str],
     ) -> Sequence[Receipt]:
         """Send to ``offsets``; one receipt each, in the same order."""
-        prefix = f"{batch.alert_id}.{batch.index}."
-        ids = [prefix + _OFFSETS[j] if j < _MAX_OFFSET else f"{prefix}{j}" for j in offsets]
         addresses = batch.addresses
-        if len(offsets) == len(addresses) and list(offsets) == list(range(len(addresses))):
-            targets = Targets(ids, addresses)  # the whole batch, in order: no copy
-        else:
-            targets = Targets(ids, [addresses[j] for j in offsets])
+        whole = range(len(addresses))
+        if len(offsets) == len(addresses) and list(offsets) == list(whole):
+            offsets = whole  # the whole batch, in order: no copy of the addresses
+        ids = DeliveryIds(f"{batch.alert_id}.{batch.index}.", offsets)
+        targets = Targets(ids, addresses if offsets is whole else [addresses[j] for j in offsets])
         if batch.group and self.ack_lines is not None:
             # Each recipient gets its own confirmation code: one message each,
             # as many at once as the channel has connections (a batch can hold
