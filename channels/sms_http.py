@@ -32,10 +32,11 @@ import time
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import structlog
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from warnd.channel import (
     Batch,
@@ -43,6 +44,7 @@ from warnd.channel import (
     CallbackState,
     ChannelConfig,
     ChannelContext,
+    ChannelHealth,
     Outcome,
     RateLimit,
     Receipt,
@@ -63,6 +65,7 @@ from ._http import (
     retry_after,
     transport_receipts,
 )
+from ._http1 import OriginPool
 from ._sms import SMS_LIMITS, SmsConfig, limits_for, plain_numbers, valid_number
 
 if TYPE_CHECKING:
@@ -151,6 +154,28 @@ class HttpSmsConfig(SmsConfig):
     query_missing: Literal["uncertain", "not_sent"] = "uncertain"
     """A number the answer leaves out: still in doubt (default), or never taken."""
 
+    @field_validator("url")
+    @classmethod
+    def _send_url(cls, url: str) -> str:
+        """What the lean client that posts the sends can reach: a host, a
+        valid port, the path and query in ASCII, no credentials or fragment."""
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError(f"url {url!r} has no host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"url {url!r} has an invalid port") from None
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("url holds credentials: give them as auth_value_env")
+        if parts.fragment:
+            raise ValueError(f"url {url!r} has a fragment (#…): a request sends none")
+        if not url.isascii() or any(c in url for c in " \r\n\t"):
+            raise ValueError(
+                f"url {url!r}: percent-encode its path and query (non-ASCII or blank characters)"
+            )
+        return url
+
     @model_validator(mode="after")
     def _query(self) -> HttpSmsConfig:
         if (
@@ -229,6 +254,12 @@ class HttpSms(HttpChannel):
             self.batch_size = self.cfg.numbers_per_request
         self.reconciles = self.cfg.query_url is not None
         self.message_id_receipts = self.cfg.receipt_match == "message_id"
+        parts = urlsplit(self.cfg.url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._pool: OriginPool | None = None
+        self._head = b""
+        """The sends' request head when it is the same for every send (no signing)."""
         self._answer = AnswerShape.of(
             self.cfg.results_field,
             self.cfg.result_number_field,
@@ -236,6 +267,32 @@ class HttpSms(HttpChannel):
             self.cfg.result_id_field,
             self.cfg.result_request_field,
         )
+
+    async def start(self) -> None:
+        # Sends go through the lean client (one request of 1,000 numbers costs
+        # aiohttp a request and a response object, a header multidict and a
+        # timer); status queries keep aiohttp's session.
+        await super().start()
+        if self._pool is None:
+            self._pool = OriginPool(
+                self._origin,
+                limit=self.config.max_connections,
+                timeout=self.config.timeout,
+                connect_timeout=min(self.config.timeout, 10.0),
+            )
+            if self.cfg.sign_secret is None:
+                self._head = self._pool.head("POST", self._target, self._send_headers(b""))
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        await super().stop()
+
+    async def health(self) -> ChannelHealth:
+        if self._pool is None:
+            return ChannelHealth(False, "not started")
+        return await super().health()
 
     def limits_for(self, level: Level | None) -> MessageLimits:
         return self.limits
@@ -301,26 +358,28 @@ class HttpSms(HttpChannel):
             }
         return headers
 
+    def _send_headers(self, payload: bytes) -> dict[str, str]:
+        ctype = (
+            "application/json; charset=utf-8"
+            if self.cfg.format == "json"
+            else "application/x-www-form-urlencoded"
+        )
+        return {"Content-Type": ctype, **self._headers(payload)}
+
     async def _send_chunk(self, batch: Batch, targets: Sequence[Target]) -> Sequence[Receipt]:
-        if self._session is None:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError("send before start()")
         cfg = self.cfg
         ref = secrets.token_hex(8)
         body = self._body(batch, targets, ref)
-        if cfg.format == "json":
-            payload = orjson.dumps(body)
-            ctype = "application/json; charset=utf-8"
-        else:
-            from urllib.parse import urlencode
-
-            payload = urlencode(body).encode()
-            ctype = "application/x-www-form-urlencoded"
-        headers = {"Content-Type": ctype, **self._headers(payload)}
+        payload = orjson.dumps(body) if cfg.format == "json" else urlencode(body).encode()
+        head = self._head or pool.head("POST", self._target, self._send_headers(payload))
         try:
-            async with self._session.post(cfg.url, data=payload, headers=headers) as resp:
-                status = resp.status
-                answer = await resp.read()  # decoded as JSON from bytes; as text only to report
-                wait = retry_after(resp.headers, 5.0)
+            got = await pool.request(head, payload)
+            status = got.status
+            answer = got.body  # decoded as JSON from bytes; as text only to report
+            wait = retry_after({"Retry-After": got.headers.get("retry-after", "")}, 5.0)
         except TRANSPORT_ERRORS as exc:
             log.warning(
                 "channel.send_failed",
@@ -554,7 +613,6 @@ class HttpSms(HttpChannel):
             if join is None and not as_json:
                 join = ","
             fields[cfg.query_numbers_field] = numbers if join is None else join.join(numbers)
-        from urllib.parse import urlencode
 
         if cfg.query_method == "GET":
             query = urlencode(fields)

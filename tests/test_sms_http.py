@@ -1,8 +1,12 @@
-"""The SMS gateway's answer: the usual one read into three fields per result,
-any other read whole, with the same receipts either way."""
+"""The HTTP SMS provider against local gateways: its requests (path, query,
+signature), its connections, and its answers (the usual one read into three
+fields per result, any other read whole, with the same receipts either way)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from warnd_channels._answer import AnswerShape
 
 from warnd.channel import Batch, Outcome, Target
+from warnd.errors import ConfigError
 from warnd.plugins import build_channel, load_channel_classes
 
 TEXT = "【菏泽应急】曹县暴雨红色预警"
@@ -224,3 +229,115 @@ def test_the_usual_answer_is_read_without_decoding_it_whole() -> None:
     ]
     # Another order is not the usual answer: read whole (and matched by number).
     assert ch._usual(targets[::-1], answer.encode(), "r1", ch._answer) is None
+
+
+async def test_sends_keep_the_url_path_and_query_sign_each_request_and_reuse_connections() -> None:
+    secret = "s3cret"
+    seen: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        h = request.headers
+        msg = f"{h['X-Timestamp']}\n{h['X-Nonce']}\n".encode() + body
+        good = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest() == h["X-Signature"]
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        seen.append(
+            {"query": dict(request.query), "good": good, "nonce": h["X-Nonce"], "peer": peer}
+        )
+        if not good:
+            return web.json_response({"code": "SignatureDoesNotMatch"}, status=403)
+        phones = json.loads(body)["phones"]
+        return web.json_response(
+            {"results": [{"phone": p, "code": "OK", "msg_id": p} for p in phones]}
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v2/sms", handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    raw = {
+        "provider": "http",
+        "url": str(server.make_url("/api/v2/sms")) + "?Action=SendSms&Version=2017-05-25",
+        "sign_secret_env": "SIGN",
+        "max_connections": 2,
+    }
+    ch = build_channel("sms", raw, load_channel_classes(), None, env={"SIGN": secret})
+    await ch.start()
+    try:
+        for k in range(4):
+            targets = tuple(Target(f"d{k}.{i}", n) for i, n in enumerate(NUMBERS))
+            got = await ch.send(Batch(targets=targets, text=TEXT))
+            assert [r.outcome for r in got] == [Outcome.SENT] * 3
+    finally:
+        await ch.stop()
+        await server.close()
+    assert [s["query"] for s in seen] == [{"Action": "SendSms", "Version": "2017-05-25"}] * 4
+    assert all(s["good"] for s in seen) and len({s["nonce"] for s in seen}) == 4
+    assert len({s["peer"] for s in seen}) == 1  # one keep-alive connection for all four
+
+
+async def raw_gateway(answer: bytes | None) -> tuple[asyncio.Server, str]:
+    """A gateway that reads a request and writes ``answer`` (``None``: nothing), then closes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")
+            ).split(b":")[1]
+        )
+        await reader.readexactly(length)
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/send"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,  # closed without a word
+        b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"results": [',  # cut mid-body
+    ],
+)
+async def test_a_send_whose_answer_is_lost_is_in_doubt_with_its_request_id(
+    answer: bytes | None,
+) -> None:
+    server, url = await raw_gateway(answer)
+    try:
+        with_ref = await send(url, NUMBERS, reference_field="out_id")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert {r.outcome for r in with_ref} == {Outcome.UNCERTAIN}
+    assert len({r.provider_id for r in with_ref}) == 1 and with_ref[0].provider_id  # the out_id
+
+
+async def test_a_gateway_that_refuses_connections_is_retried_as_never_sent() -> None:
+    server, url = await raw_gateway(None)
+    server.close()
+    await server.wait_closed()  # nothing listens there now
+    receipts = await send(url, NUMBERS)
+    assert {r.outcome for r in receipts} == {Outcome.RETRY}
+    assert all("ConnectFailed" in (r.error or "") for r in receipts)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http:///send", "has no host"),
+        ("http://gw.example.com:99999/send", "invalid port"),
+        ("https://user:pw@gw.example.com/send", "credentials"),
+        ("https://gw.example.com/send#top", "fragment"),
+        ("https://gw.example.com/发送", "percent-encode"),
+        ("ftp://gw.example.com/send", "should match pattern"),
+    ],
+)
+def test_a_send_url_the_client_cannot_reach_is_refused_at_start_up(url: str, problem: str) -> None:
+    raw = {"provider": "http", "url": url, "auth_value_env": "AUTH"}
+    with pytest.raises(ConfigError, match=problem):
+        build_channel("sms", raw, load_channel_classes(), None, env={"AUTH": "k"})
