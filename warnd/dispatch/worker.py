@@ -82,8 +82,6 @@ OUTAGE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 _T = TypeVar("_T")
 
-"""Offsets as text, made once: delivery ids are the batch's prefix + the offset."""
-
 AckHook = Callable[[BatchRecord, list[int], dict[str, str]], Awaitable[None]]
 """Called with the offsets of an acknowledgement batch that were sent."""
 AckLines = Callable[[BatchRecord, Sequence[int], str], Awaitable[list[str]]]
