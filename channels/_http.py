@@ -12,7 +12,7 @@ import aiohttp
 
 from warnd.channel import Channel, ChannelConfig, ChannelHealth, Receipt, Target
 
-from ._http1 import ConnectFailed
+from ._http1 import ConnectFailed, OriginPool
 
 T = TypeVar("T")
 
@@ -29,6 +29,17 @@ def new_session(config: ChannelConfig) -> aiohttp.ClientSession:
         raise_for_status=False,
         # Gateways' cookies are not state warnd keeps: none stored, none sent.
         cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def new_pool(origin: str, config: ChannelConfig) -> OriginPool:
+    """The lean client's connections to ``origin`` for one channel instance,
+    bounded as :func:`new_session` bounds aiohttp's."""
+    return OriginPool(
+        origin,
+        limit=config.max_connections,
+        timeout=config.timeout,
+        connect_timeout=min(config.timeout, 10.0),
     )
 
 

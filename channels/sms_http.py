@@ -62,6 +62,7 @@ from ._http import (
     TRANSPORT_ERRORS,
     HttpChannel,
     gather_limited,
+    new_pool,
     retry_after,
     transport_receipts,
 )
@@ -274,12 +275,7 @@ class HttpSms(HttpChannel):
         # timer); status queries keep aiohttp's session.
         await super().start()
         if self._pool is None:
-            self._pool = OriginPool(
-                self._origin,
-                limit=self.config.max_connections,
-                timeout=self.config.timeout,
-                connect_timeout=min(self.config.timeout, 10.0),
-            )
+            self._pool = new_pool(self._origin, self.config)
             if self.cfg.sign_secret is None:
                 self._head = self._pool.head("POST", self._target, self._send_headers(b""))
 

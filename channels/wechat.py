@@ -43,7 +43,7 @@ from warnd.limits import LengthUnit, MessageLimits
 from warnd.model import Level
 from warnd.ratewindow import RateWindow
 
-from ._http import TRANSPORT_ERRORS, gather_limited, transport_receipts
+from ._http import TRANSPORT_ERRORS, gather_limited, new_pool, transport_receipts
 from ._http1 import OriginPool
 
 log = structlog.get_logger("warnd.channels.wechat")
@@ -130,12 +130,7 @@ class WeChatChannel(Channel):
         # One message per request: the lean client, not aiohttp's session
         # (whose per-request objects were most of this channel's CPU).
         if self._pool is None:
-            self._pool = OriginPool(
-                self._origin,
-                limit=self.config.max_connections,
-                timeout=self.config.timeout,
-                connect_timeout=min(self.config.timeout, 10.0),
-            )
+            self._pool = new_pool(self._origin, self.config)
             head = self._pool.head("POST", self._path + "{key}", _HEADERS)
             self._head_start, _, self._head_end = head.partition(b"{key}")
 
