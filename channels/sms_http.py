@@ -29,7 +29,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from urllib.parse import urlencode, urlsplit
@@ -469,7 +469,12 @@ class HttpSms(HttpChannel):
             rid = str(got) if got not in (None, "") else None
         numbers = addresses_of(targets)
         if len(results) == len(numbers):
-            fast = self._in_order(targets, numbers, results, rid, exact)
+            fields = (
+                itemgetter(cfg.result_number_field),
+                itemgetter(cfg.result_code_field),
+                itemgetter(cfg.result_id_field),
+            )
+            fast = self._in_order(targets, results, rid, exact, fields)
             if isinstance(fast, Receipts):
                 return fast
             if fast == "exact":
@@ -522,9 +527,8 @@ class HttpSms(HttpChannel):
     def _usual(
         self, targets: Sequence[Target], text: str | bytes, ref: str, shape: AnswerShape
     ) -> Receipts | None:
-        """The usual answer's receipts, read through ``shape``: one result per
-        number, in the order sent, all accepted with one code. ``None``: not
-        that answer (read it the general way)."""
+        """The usual answer's receipts, read through ``shape`` (see
+        :meth:`_in_order`). ``None``: not that answer (read it the general way)."""
         cfg = self.cfg
         doc = shape.decode(text)
         if doc is None or not isinstance(doc.results, list) or len(doc.results) != len(targets):
@@ -532,37 +536,31 @@ class HttpSms(HttpChannel):
         rid: str | None = ref if cfg.reference_field else None
         if cfg.result_request_field is not None:
             rid = str(doc.request) if doc.request not in (None, "") else None
-        try:
-            if list(map(NUMBER, doc.results)) != addresses_of(targets):
-                return None
-            codes = set(map(CODE, doc.results))
-        except TypeError:  # a code that is an object or a list
-            return None
-        if len(codes) != 1 or (code := str(codes.pop())) not in cfg.success_codes:
-            return None
         # Integers came out exact: a float id is one the provider wrote so.
-        return _all_sent(targets, list(map(ID, doc.results)), code, rid, True)
+        fast = self._in_order(targets, doc.results, rid, True, (NUMBER, CODE, ID))
+        return fast if isinstance(fast, Receipts) else None
 
     def _in_order(
         self,
         targets: Sequence[Target],
-        numbers: Sequence[str],
         results: list[Any],
         rid: str | None,
         exact: bool,
+        fields: tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[Any], Any]],
     ) -> Receipts | str | None:
         """The usual answer, read in one pass: one result per number, in the
-        order sent, all accepted with one code. ``"exact"``: an id came out a
-        float (decode again); ``None``: not that answer, read it number by number."""
-        cfg = self.cfg
+        order sent, all accepted with one code. ``fields`` read a result's
+        number, code and message id. ``"exact"``: an id came out a float
+        (decode again); ``None``: not that answer, read it number by number."""
+        number, code_of, id_of = fields
         try:
-            if list(map(itemgetter(cfg.result_number_field), results)) != numbers:
+            if list(map(number, results)) != addresses_of(targets):
                 return None
-            codes = set(map(itemgetter(cfg.result_code_field), results))
-            raw = list(map(itemgetter(cfg.result_id_field), results))
-        except (TypeError, KeyError):  # not an object, or a field missing: one by one
+            codes = set(map(code_of, results))
+            raw = list(map(id_of, results))
+        except (TypeError, KeyError):  # not an object, a field missing, a code a list
             return None
-        if len(codes) != 1 or (code := str(codes.pop())) not in cfg.success_codes:
+        if len(codes) != 1 or (code := str(codes.pop())) not in self.cfg.success_codes:
             return None
         return _all_sent(targets, raw, code, rid, exact) or "exact"
 

@@ -642,9 +642,13 @@ class EndpointColumns:
 
     @property
     def subscriber_ids(self) -> list[str]:
+        return self.subscriber_ids_at(slice(None))
+
+    def subscriber_ids_at(self, idx: npt.NDArray[np.int64] | slice) -> list[str]:
+        """The subscriber ids of entries ``idx``."""
         if self.ids is None:
             raise ValueError("these endpoint columns were made without subscriber ids")
-        return cast(list[str], self.ids.tolist())
+        return cast(list[str], self.ids[idx].tolist())
 
     @property
     def languages(self) -> list[str]:

@@ -731,7 +731,7 @@ class Planner:
                 [col.addresses[i] for i in at],
                 area_keys=area_keys[idx],
                 group=group,
-                subscribers=col.ids[idx].tolist() if group and col.ids is not None else (),
+                subscribers=col.subscriber_ids_at(idx) if group else (),
                 numbers=numbers[idx],
                 first=None if firsts is None else firsts[idx],
             )
