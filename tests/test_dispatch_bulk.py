@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import numpy as np
 import pytest
 from areas_data import full_registry
 from redis.asyncio import Redis
@@ -15,10 +16,10 @@ from warnd.areas import AreaRegistry
 from warnd.dispatch.lanes import Lanes
 from warnd.dispatch.planner import PlanWriter
 from warnd.dispatch.states import DeliveryState
-from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, pack_numbers
+from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, JoinedAddresses, pack_numbers
 from warnd.groups import CHANNELS, ChannelName
 from warnd.keys import Keys
-from warnd.match import FirstEndpoints, Matcher
+from warnd.match import EndpointColumns, FirstEndpoints, Matcher
 from warnd.subscribers import Subscriber, SubscriberContext, SubscriberStore
 
 PHONE = "+8613800138000"
@@ -163,13 +164,76 @@ async def test_add_many_plans_each_endpoint_once(redis: Redis) -> None:
     assert await writer.add("sms", 0, "b", "371721") is False
     assert await writer.add_many("sms", 0, ["b", "d"], ["371721", "371722"]) == 1
     assert await writer.add_many("email", 0, ["b"], ["371721"]) == 1  # another channel
+    # Packed addresses without ``first``: made text, checked against the set.
+    packed = np.array([b"a", b"e"], dtype="S16")
+    assert await writer.add_many("sms", 0, packed, ["371721", "371722"]) == 1
     await writer.finish()
     got = await store.batches("alert1", [0, 1])
     addresses = sorted(a for b in got.values() for a in b.addresses)
-    assert addresses == ["a", "b", "b", "c", "d"]
+    assert addresses == ["a", "b", "b", "c", "d", "e"]
     assert sorted(await store.areas_of(got[0])) == sorted(
-        {"sms": ["371721", "371721", "y", "371722"], "email": ["371721"]}[got[0].channel]
+        {"sms": ["371721", "371721", "y", "371722", "371722"], "email": ["371721"]}[got[0].channel]
     )
+
+
+def test_joined_addresses_mix_text_and_packed_parts() -> None:
+    packed = np.array([b"+8613800000001", "张@x.cn".encode()], dtype="S16")
+    joined = JoinedAddresses.of(["a", "b"], packed[:0], packed)
+    assert joined.body == "a\nb\n+8613800000001\n张@x.cn".encode()
+    assert joined.count == 4
+    assert joined.text() == ["a", "b", "+8613800000001", "张@x.cn"]
+    record = BatchRecord.encode("sms", 2, joined, priority="hi")
+    assert record == BatchRecord.encode("sms", 2, joined.text(), priority="hi")
+    assert BatchRecord.decode("x", 0, 0, record.decode(), "").addresses == joined.text()
+    # A line break in an address: the whole-JSON form, every address kept.
+    odd = JoinedAddresses.of(["a\nb"], packed)
+    back = BatchRecord.decode(
+        "x", 0, 0, BatchRecord.encode("sms", 0, odd, priority="lo").decode(), ""
+    )
+    assert back.addresses == ["a\nb", "+8613800000001", "张@x.cn"]
+    empty = BatchRecord.decode(
+        "x", 0, 0, BatchRecord.encode("sms", 0, [], priority="lo").decode(), ""
+    )
+    assert empty.addresses == []
+
+
+async def test_add_many_writes_packed_addresses_as_they_are(redis: Redis) -> None:
+    """Deduplicated by the caller (``first``), packed addresses go into the
+    batches without being made text, after and beside text ones."""
+    store = DeliveryStore(redis, Keys())
+    writer = PlanWriter(store, Lanes(redis, Keys(), "test-consumer"), "alert2", "hi", {})
+    await store.start_plan("alert2", {"status": "planning", "prio": "hi"})
+    assert await writer.add_many("sms", 0, ["+8613900000000"], ["371721"]) == 1
+    numbers = [f"+86139{i:08d}" for i in range(1, 1500)]
+    packed = np.array([n.encode() for n in numbers], dtype="S16")
+    first = np.ones(len(numbers), dtype=bool)
+    first[[5, 700]] = False  # duplicates the caller found
+    added = await writer.add_many("sms", 0, packed, ["371721"] * len(numbers), first=first)
+    assert added == len(numbers) - 2
+    assert writer.seen == {"sms": {"+8613900000000"}}  # the set is not kept for them
+    await writer.finish()
+    got = await store.batches("alert2", [0, 1])
+    assert [b.size for b in got.values()] == [1000, 498]
+    kept = [n for i, n in enumerate(numbers) if first[i]]
+    assert [a for k in (0, 1) for a in got[k].addresses] == ["+8613900000000", *kept]
+
+
+def test_endpoint_columns_decode_packed_addresses_when_read() -> None:
+    packed = np.array([b"+8613800000001", b"+8613800000002"], dtype="S16")
+    col = EndpointColumns(
+        ChannelName.SMS,
+        np.arange(2, dtype=np.int64),
+        None,
+        None,
+        np.zeros(2, dtype=np.uint16),
+        np.array(["zh-CN"], dtype=object),
+        packed,
+    )
+    assert col.text is None and len(col) == 2
+    assert col.addresses == ["+8613800000001", "+8613800000002"]
+    assert col.text is col.addresses  # decoded once
+    with pytest.raises(ValueError, match="as text or packed"):
+        EndpointColumns(ChannelName.SMS, col.at, None, None, col.language_codes, col.tags)
 
 
 async def test_coverage_counts_runs_of_subscribers_like_single_deliveries(redis: Redis) -> None:

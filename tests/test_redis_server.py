@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from warnd import redis_server as rs
 from warnd.errors import StoreUnavailable
@@ -328,6 +329,68 @@ async def test_open_redis_unreachable_url(
     assert "s3cret" not in message
     assert "\n" not in message
     assert not settings.redis_socket.exists()  # nothing was started
+
+
+# ---------------------------------------------------------------- the client
+
+
+_SLOW = """
+local t = redis.call('TIME')
+repeat
+  local n = redis.call('TIME')
+until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) >= tonumber(ARGV[1])
+return 'done'
+"""
+"""A script that keeps Redis busy for ARGV[1] microseconds."""
+
+
+async def test_client_waits_for_a_slow_reply_unless_the_url_sets_a_timeout(
+    redis_server: str,
+) -> None:
+    patient = redis_client(redis_server)
+    hasty = redis_client(redis_server + "?socket_timeout=0.2")
+    try:
+        # redis-py 8 would give up after 5 s; warnd waits for the reply.
+        assert await patient.eval(_SLOW, 0, 600_000) == "done"
+        with pytest.raises(RedisTimeoutError):
+            await hasty.eval(_SLOW, 0, 600_000)
+    finally:
+        await patient.aclose()
+        await hasty.aclose()
+
+
+async def test_client_tcp_connection_notices_a_vanished_peer(redis_server: str) -> None:
+    assert redis_server.startswith("redis://")
+    client = redis_client(redis_server)
+    try:
+        await client.ping()
+        conn = await client.connection_pool.get_connection()
+        try:
+            assert conn.socket_timeout is None
+            assert conn.socket_connect_timeout == 5.0
+            sock = conn._writer.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+        finally:
+            await client.connection_pool.release(conn)
+    finally:
+        await client.aclose()
+
+
+async def test_client_on_a_unix_socket_takes_no_tcp_options(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "data", stop_timeout=5)
+    await server.start()
+    try:
+        client = redis_client(server.url)
+        try:
+            assert await client.eval(_SLOW, 0, 1000) == "done"
+            assert "socket_keepalive" not in client.connection_pool.connection_kwargs
+        finally:
+            await client.aclose()
+    finally:
+        await server.stop()
 
 
 # ---------------------------------------------------------------- helpers and fixtures

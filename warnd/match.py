@@ -463,12 +463,22 @@ class SubscriberIndex:
     ) -> tuple[list[str], npt.NDArray[Any] | None]:
         """:meth:`addresses`, and the same as the index packs them (``None``
         when the column is not packed)."""
+        text, raw = self.address_column(c, slots)
+        if text is None:
+            return list(map(bytes.decode, cast(npt.NDArray[Any], raw).tolist())), raw
+        return text, raw
+
+    def address_column(
+        self, c: int, slots: npt.NDArray[Any]
+    ) -> tuple[list[str] | None, npt.NDArray[Any] | None]:
+        """The addresses of :meth:`addresses` as the index holds them: packed
+        (``(None, bytes)``, not decoded) or as text (``(text, None)``)."""
         column = self.addr[c]
         if column is None:
             return [""] * len(slots), None
         raw = column[slots]
         if column.dtype == _PACKED:
-            return list(map(bytes.decode, raw.tolist())), raw
+            return None, raw
         return cast(list[str], raw.tolist()), None
 
     def _touch(self, slots: npt.NDArray[np.int64]) -> None:
@@ -623,6 +633,10 @@ class EndpointColumns:
     group, level and area key are the audience's arrays at that position),
     reached at ``addresses[i]``; ``languages`` and ``addresses`` are the
     subscriber's current ones (as the index has them).
+
+    Addresses the index packs (``packed``) are made text only when
+    :attr:`addresses` is first read: a plan that deduplicates in numpy
+    (:class:`FirstEndpoints`) writes the packed bytes as they are.
     """
 
     channel: ChannelName
@@ -630,15 +644,27 @@ class EndpointColumns:
     ids: npt.NDArray[np.object_] | None
     """The subscribers' ids; ``None`` when the columns were made without them
     (``ids=False``: a plan with no acknowledging group has no use for them)."""
-    addresses: list[str]
+    text: list[str] | None
+    """The addresses as text; ``None`` until :attr:`addresses` decodes ``packed``."""
     language_codes: npt.NDArray[np.uint16]
     """Each entry's language as an index into ``tags``."""
     tags: npt.NDArray[np.object_]
     packed: npt.NDArray[Any] | None = None
-    """``addresses`` as the index packs them (16 bytes each), when it does."""
+    """The addresses as the index packs them (16 bytes each, UTF-8), when it does."""
+
+    def __post_init__(self) -> None:
+        if self.text is None and self.packed is None:
+            raise ValueError("endpoint columns need their addresses as text or packed")
 
     def __len__(self) -> int:
-        return len(self.addresses)
+        return len(self.at)
+
+    @property
+    def addresses(self) -> list[str]:
+        if self.text is None:
+            packed = cast(npt.NDArray[Any], self.packed)
+            self.text = list(map(bytes.decode, packed.tolist()))
+        return self.text
 
     @property
     def subscriber_ids(self) -> list[str]:
@@ -916,13 +942,13 @@ class Audience:
                 if not len(sel):
                     continue
                 s = slots[sel]
-                addresses, packed = ix.addresses_packed(i, s)
+                text, packed = ix.address_column(i, s)
                 out.append(
                     EndpointColumns(
                         ch,
                         sel + lo,
                         ix.ids[s] if ids else None,
-                        addresses,
+                        text,
                         ix.lang[s],
                         tags,
                         packed,

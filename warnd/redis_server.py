@@ -38,6 +38,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,16 @@ _LOG_TAIL_LINES = 5
 _PROBE_TIMEOUT = 1.0
 """Seconds one PING probe may take (connect + reply)."""
 _URL_HEALTH_TIMEOUT = 3.0
+_CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection to Redis (a host that drops the SYN fails then)."""
+_KEEPALIVE = (
+    ("TCP_KEEPIDLE", 10),  # seconds idle before the first probe
+    ("TCP_KEEPINTVL", 5),  # seconds between probes
+    ("TCP_KEEPCNT", 3),  # probes unanswered: the peer is gone
+    ("TCP_USER_TIMEOUT", 30_000),  # ms data may stay unacknowledged
+)
+"""How a TCP connection to a Redis that vanished (host down, cable cut: no
+reset) is noticed within about 30 s, idle or with commands outstanding."""
 """Seconds a configured ``redis.url`` gets to answer PING at start."""
 _POLL_INTERVAL = 0.05
 
@@ -154,11 +165,34 @@ def redis_client(url: str, **options: Any) -> Redis:
     """The one way warnd builds a Redis client, so tests and production agree.
 
     ``decode_responses=True``: warnd stores text (JSON, ids, counters), so
-    every reply is ``str``. ``options`` override redis-py keyword arguments.
+    every reply is ``str``. ``options`` override redis-py keyword arguments,
+    and a URL's own query (``?socket_timeout=5``) overrides both.
+
+    No timeout per command (redis-py 8 makes it 5 s): a reply is waited
+    for, because a script that ran but whose reply was given up on leaves
+    its outcome unknown, and a busy Redis is not a dead one. A dead one is
+    noticed by the connection: a reset or an end of stream at once, and on
+    TCP the keepalive probes and ``TCP_USER_TIMEOUT`` of :data:`_KEEPALIVE`.
+    Opening a connection is bounded (:data:`_CONNECT_TIMEOUT`). Without the
+    per-command timers, a round trip also costs less: redis-py wraps each
+    write in ``wait_for`` (a task of its own) and each read in a timeout.
     """
-    kwargs: dict[str, Any] = {"decode_responses": True, "client_name": "warnd"}
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "client_name": "warnd",
+        "socket_timeout": None,
+        "socket_connect_timeout": _CONNECT_TIMEOUT,
+    }
+    if urlsplit(url).scheme in ("redis", "rediss"):
+        kwargs["socket_keepalive"] = True
+        kwargs["socket_keepalive_options"] = keepalive_options()
     kwargs.update(options)
     return Redis.from_url(url, **kwargs)
+
+
+def keepalive_options() -> dict[int, int]:
+    """:data:`_KEEPALIVE` as socket options, those this platform has."""
+    return {getattr(socket, name): value for name, value in _KEEPALIVE if hasattr(socket, name)}
 
 
 def _probe_client(url: str) -> Redis:

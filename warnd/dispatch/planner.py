@@ -51,7 +51,14 @@ from warnd.dispatch import lua
 from warnd.dispatch.config import DispatchSettings
 from warnd.dispatch.lanes import Entry, Lanes
 from warnd.dispatch.states import REACHED, DeliveryState
-from warnd.dispatch.store import NOSUB, BatchRecord, DeliveryStore, now_ms, pack_numbers
+from warnd.dispatch.store import (
+    NOSUB,
+    BatchRecord,
+    DeliveryStore,
+    JoinedAddresses,
+    now_ms,
+    pack_numbers,
+)
 from warnd.ingest import Accepted
 from warnd.keys import Keys
 from warnd.match import Audience, EndpointColumns, FirstEndpoints, Matcher
@@ -98,7 +105,10 @@ class _Open:
     variant: int
     kind: str
     group: str
-    addresses: list[str] = field(default_factory=list)
+    parts: list[Sequence[str] | npt.NDArray[Any]] = field(default_factory=list)
+    """The addresses, in chunks: text, or as the index packs them (``S16``)."""
+    size: int = 0
+    """How many addresses the chunks hold."""
     areas: list[npt.NDArray[np.int64]] = field(default_factory=list)
     """Chunks of area numbers (indexes into :attr:`PlanWriter.codes`)."""
     numbers: list[npt.NDArray[np.int64]] = field(default_factory=list)
@@ -116,9 +126,11 @@ def code_of_key(key: int) -> str:
 class PlanWriter:
     """Fills batches per variant and writes them, pushing each to its lane.
 
-    Columns stay columns: addresses are extended as lists, areas and
-    subscriber numbers as numpy arrays, and a batch's Redis arguments are
-    built from them in one go (see :meth:`DeliveryStore.add_batch`).
+    Columns stay columns: addresses are kept as the chunks they come in
+    (text, or packed bytes that are never made text when the plan
+    deduplicates in numpy), areas and subscriber numbers as numpy arrays, and
+    a batch's Redis arguments are built from them in one go (see
+    :meth:`DeliveryStore.add_batch`).
     """
 
     def __init__(
@@ -213,7 +225,7 @@ class PlanWriter:
         self,
         channel: str,
         variant: int,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | npt.NDArray[Any],
         areas: Sequence[str] = (),
         *,
         area_keys: npt.NDArray[np.int64] | None = None,
@@ -230,12 +242,17 @@ class PlanWriter:
         ``first``: which endpoints are the first of their address, when the
         caller knows (:class:`~warnd.match.FirstEndpoints`): the rest are
         skipped and the set of planned addresses is neither read nor kept.
+        ``addresses`` may then be the index's packed bytes (UTF-8, an array
+        of ``S<n>``), written as they are; without ``first`` they are made
+        text for the set.
 
         Each endpoint's area is a code in ``areas`` or an index area key in
         ``area_keys``; ``numbers`` are the subscriber numbers (coverage; none:
         ``NOSUB``); ``subscribers`` and ``refs`` matter for acknowledgement
         groups and for kinds other than ``alert`` (kept only then).
         """
+        if isinstance(addresses, np.ndarray) and (first is None or kind == "notice"):
+            addresses = list(map(bytes.decode, addresses.tolist()))
         n = len(addresses)
         area = (
             self.area_numbers(area_keys)
@@ -272,7 +289,10 @@ class PlanWriter:
                     seen.add(a)
                     keep.append(i)
         if keep is not None:
-            addresses = [addresses[i] for i in keep]
+            if isinstance(addresses, np.ndarray):
+                addresses = addresses[keep]
+            else:
+                addresses = [addresses[i] for i in keep]
             area, nums = area[keep], nums[keep]
             if keep_ids:
                 subs = [subs[i] for i in keep]
@@ -280,7 +300,7 @@ class PlanWriter:
             n = len(keep)
         if kind == "notice":
             known = self.known.setdefault(channel, {})
-            for a, x in zip(addresses, nums.tolist(), strict=True):
+            for a, x in zip(cast(list[str], addresses), nums.tolist(), strict=True):
                 if x != NOSUB:
                     known[a] = x
         key = (channel, variant, kind, group)
@@ -290,18 +310,19 @@ class PlanWriter:
             cur = self.open.get(key)
             if cur is None:
                 cur = self.open[key] = _Open(channel, variant, kind, group)
-            j = min(n, i + size - len(cur.addresses))
-            cur.addresses.extend(addresses[i:j])
+            j = min(n, i + size - cur.size)
+            cur.parts.append(addresses[i:j])
+            cur.size += j - i
             cur.areas.append(area[i:j])
             cur.numbers.append(nums[i:j])
             if keep_ids:
                 cur.subscribers.extend(subs[i:j])
                 cur.refs.extend(ref_col[i:j])
             i = j
-            if len(cur.addresses) >= size:
+            if cur.size >= size:
                 del self.open[key]
                 self.ready.append(cur)
-                self.ready_count += len(cur.addresses)
+                self.ready_count += cur.size
                 if self.flushes == 0 or self.ready_count >= _FLUSH:
                     await self.flush()
         return n
@@ -309,7 +330,7 @@ class PlanWriter:
     async def finish(self) -> None:
         """Write every batch still open and wait until all are in their lanes."""
         self.ready.extend(self.open.values())
-        self.ready_count += sum(len(o.addresses) for o in self.open.values())
+        self.ready_count += sum(o.size for o in self.open.values())
         self.open.clear()
         await self.flush()
         await self.drain()
@@ -336,7 +357,7 @@ class PlanWriter:
             record = BatchRecord.encode(
                 b.channel,
                 b.variant,
-                b.addresses,
+                JoinedAddresses.of(*b.parts),
                 priority=self.priority,
                 kind=b.kind,
                 group=b.group,
@@ -378,10 +399,10 @@ class PlanWriter:
                     self.alert_id,
                     int(k),
                     pipe=pipe,
-                    size=len(b.addresses),
+                    size=b.size,
                 )
             else:
-                for j in range(len(b.addresses)):
+                for j in range(b.size):
                     failed.append(
                         (
                             int(base) + j,
@@ -392,7 +413,7 @@ class PlanWriter:
         await pipe.execute()
         if failed:
             await self.store.add_events(self.alert_id, failed)
-        self.written += sum(len(b.addresses) for b in batches)
+        self.written += sum(b.size for b in batches)
 
 
 class Planner:
@@ -698,6 +719,8 @@ class Planner:
             | np.where(acks, groups.astype(np.int64) + 1, 0)
         )
         channel = col.channel.value
+        # Deduplicated in numpy (``firsts``): the packed addresses go as they are.
+        packed = col.packed if firsts is not None else None
         if int(combo.min()) == int(combo.max()):  # the common case: one variant
             info = int(infos[0])
             v = await self._variant(alert, info, alert.infos[info], channel, col.language(0), memo)
@@ -705,7 +728,7 @@ class Planner:
             await writer.add_many(
                 channel,
                 v,
-                col.addresses,
+                col.addresses if packed is None else packed,
                 area_keys=area_keys,
                 group=group,
                 subscribers=col.subscriber_ids if group else (),
@@ -724,11 +747,10 @@ class Planner:
                 alert, info, alert.infos[info], channel, col.language(first), memo
             )
             group = audience.group_keys[int(groups[first])] if acks[first] else ""
-            at = idx.tolist()
             await writer.add_many(
                 channel,
                 v,
-                [col.addresses[i] for i in at],
+                [col.addresses[i] for i in idx.tolist()] if packed is None else packed[idx],
                 area_keys=area_keys[idx],
                 group=group,
                 subscribers=col.subscriber_ids_at(idx) if group else (),

@@ -90,6 +90,39 @@ class DeliveryRef:
         return f"{self.alert_id}.{self.batch}.{self.offset}"
 
 
+def _head(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedAddresses:
+    """A batch's addresses as one UTF-8 text, a line each: the stored form's
+    body, made without a string per address when they come packed."""
+
+    body: bytes
+    count: int
+    parts: tuple[Sequence[str] | npt.NDArray[Any], ...] = ()
+    """What it was joined from, in order: text, or packed bytes (``S<n>``)."""
+
+    @classmethod
+    def of(cls, *parts: Sequence[str] | npt.NDArray[Any]) -> JoinedAddresses:
+        """``parts`` (each a list of text or an array of packed addresses) joined."""
+        chunks = [
+            b"\n".join(p.tolist()) if isinstance(p, np.ndarray) else "\n".join(p).encode()
+            for p in parts
+            if len(p)
+        ]
+        return cls(b"\n".join(chunks), sum(len(p) for p in parts), parts)
+
+    def text(self) -> list[str]:
+        """The addresses one by one (from the parts: an address may hold a line break)."""
+        return [
+            a.decode() if isinstance(a, bytes) else a
+            for p in self.parts
+            for a in (p.tolist() if isinstance(p, np.ndarray) else p)
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRecord:
     """One batch of deliveries: one message (variant) to up to ``batch_size`` endpoints."""
@@ -123,20 +156,21 @@ class BatchRecord:
     def encode(
         channel: str,
         variant: int,
-        addresses: Sequence[str],
+        addresses: Sequence[str] | JoinedAddresses,
         *,
         priority: str,
         kind: str = "alert",
         group: str = "",
         subscribers: Sequence[str] = (),
         refs: Sequence[str] = (),
-    ) -> str:
+    ) -> bytes:
         """The stored form: a JSON header line, then one address per line.
 
         Joining and splitting lines is several times cheaper than a JSON list
         of a thousand strings. A batch with an address that holds a line
         break (none of warnd's validated addresses does) is stored as one
         JSON document with the addresses under ``"a"``, as warnd did before.
+        ``addresses`` may come joined already (:class:`JoinedAddresses`).
         """
         doc: dict[str, Any] = {"c": channel, "v": variant, "p": priority}
         if kind != "alert":
@@ -147,11 +181,13 @@ class BatchRecord:
             doc["s"] = list(subscribers)
         if refs:
             doc["r"] = list(refs)
-        body = "\n".join(addresses)
-        if addresses and body.count("\n") == len(addresses) - 1:
-            return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n" + body
-        doc["a"] = list(addresses)
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        joined = (
+            addresses if isinstance(addresses, JoinedAddresses) else JoinedAddresses.of(addresses)
+        )
+        if joined.count and joined.body.count(b"\n") == joined.count - 1:
+            return _head(doc) + b"\n" + joined.body
+        doc["a"] = joined.text()
+        return _head(doc)
 
     @classmethod
     def decode(cls, alert_id: str, index: int, base: int, raw: str, hist: str) -> BatchRecord:
@@ -266,7 +302,7 @@ class DeliveryStore:
     async def add_batch(
         self,
         alert_id: str,
-        record_json: str,
+        record_json: str | bytes,
         channel: str,
         area_codes: Sequence[str],
         area_of: Sequence[int] | npt.NDArray[np.integer[Any]],
@@ -293,7 +329,7 @@ class DeliveryStore:
             self.key(alert_id, "ai"),
             *self._coverage_keys(alert_id),
         ]
-        args: list[str | int] = [
+        args: list[str | bytes | int] = [
             now_ms(),
             record_json,
             len(area_of),
@@ -301,8 +337,8 @@ class DeliveryStore:
             channel,
             _CHANNEL_INDEX.get(channel, 255),
             ",".join(area_codes),
-            local.astype(">u2" if len(area_codes) > 256 else np.uint8).tobytes(),  # type: ignore[list-item]
-            numbers,  # type: ignore[list-item]  # bytes go to Redis as they are
+            local.astype(">u2" if len(area_codes) > 256 else np.uint8).tobytes(),
+            numbers,  # bytes go to Redis as they are
             ",".join(map(str, counts.tolist())),
             _run_start(numbers, len(local)),
         ]
