@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -225,15 +227,31 @@ async def limit_run(
                     if sent == len(bodies):
                         done.set()
 
-    start = time.perf_counter()
+    start, cpu0, wait0 = time.perf_counter(), time.process_time(), _run_queue_s()
     try:
         await asyncio.gather(produce(), *(consume(f"c{k}") for k in range(concurrency)))
     finally:
         await http.close()
     seconds = time.perf_counter() - start
+    cpu, wait = time.process_time() - cpu0, _run_queue_s() - wait0
     await redis.delete(stream)
     await redis.aclose()
-    return {"seconds": seconds, "batches": len(bodies), "recipients": recipients}
+    return {
+        "seconds": seconds,
+        "batches": len(bodies),
+        "recipients": recipients,
+        "cpu_s": round(cpu, 2),
+        "run_queue_s": round(wait, 2),
+    }
+
+
+def _run_queue_s() -> float:
+    """Seconds this process's threads have waited for a core (schedstat; 0 if unreadable)."""
+    total = 0
+    for stat in Path("/proc/self/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
 
 
 def _loop_factory() -> Any:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from fanout import Stage, _peer_json, alert_body
+from fanout import Stage, _cpu, _peer_json, _run_queue, alert_body
 from harness import REPO, Child
 from match import alert as cap_alert
 from match import star_polygon, timed
@@ -389,15 +389,26 @@ class Bench(Stage):
         n = a.subscribers if key == "limit" else a.endpoints
         shape = ["--batch", "1000"] if key == "limit" else ["--robots", "--batch", "50"]
         await self.sink.reset(n)
+        procs = {k: v for k, v in self._cpu_procs().items() if k != "warnd"}
+        cpu0, wait0 = _cpu(procs), _run_queue(procs)
         out = await _peer_json(
             *("limit", "--redis", self.redis_server.url, "--sink", self.sink.url),
             *("--recipients", str(n), "--concurrency", str(a.limit_concurrency), *shape),
         )
+        cpu1, wait1 = _cpu(procs), _run_queue(procs)
         ok = self._check_peer(key, await self.sink.stats(), n)
         rate = n / out["seconds"]
-        print(f"  {key} loop: {n:,} recipients → {rate:,.0f}/s", flush=True)
+        cpu = {"limit": out["cpu_s"]} | {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
+        wait = {"limit": out["run_queue_s"]} | {k: round(wait1[k] - wait0[k], 2) for k in wait1}
+        print(
+            f"  {key} loop: {n:,} recipients → {rate:,.0f}/s; CPU s {cpu};"
+            f" waiting for a core s {wait}",
+            flush=True,
+        )
         self.runs.setdefault(key, []).append(
-            {"rate": rate, "seconds": out["seconds"]} if ok else None
+            {"rate": rate, "seconds": out["seconds"], "cpu_s": cpu, "run_queue_s": wait}
+            if ok
+            else None
         )
 
     async def arq_rep(self) -> None:
