@@ -290,7 +290,9 @@ class Stage:
             "requests": st["requests"],
             "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1},
             "run_queue_s": {k: round(wait1[k] - wait0.get(k, 0.0), 2) for k in wait1},
-            "redis_traffic": {k: traffic1[k] - traffic0.get(k, 0) for k in traffic1},
+            "redis_traffic": {
+                k: v - traffic0.get(k, 0) for k, v in traffic1.items() if v != traffic0.get(k, 0)
+            },
         }
         print(
             f"  {label}: {deliveries:,} deliveries in {took:.2f} s → {out['rate']:,.0f}/s;"
@@ -462,9 +464,14 @@ async def redis_traffic(redis: Any) -> dict[str, int]:
     """Redis's counters of work done so far: commands, socket reads (about one
     per client write), bytes in and out."""
     info = await redis.info("stats")
-    return {
+    out = {
         "commands": int(info["total_commands_processed"]),
         "reads": int(info.get("total_reads_processed", 0)),
         "in_bytes": int(info["total_net_input_bytes"]),
         "out_bytes": int(info["total_net_output_bytes"]),
     }
+    # Microseconds Redis spent per command (a script's own calls count in it
+    # and under their names): where its CPU goes.
+    for name, stats in (await redis.info("commandstats")).items():
+        out[f"us {name.removeprefix('cmdstat_')}"] = int(stats["usec"])
+    return out
