@@ -1147,6 +1147,9 @@ def test_request_offsets_are_written_as_ranges_and_read_back() -> None:
     cases = [[], [0], [0, 1, 2, 5, 7, 8], list(range(1000)), [9, 3, 3, 4, 1], [5, 7, 9]]
     assert encode_offsets([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert encode_offsets(list(range(1000))) == "0-999"
+    # A whole batch moved stays a range; one with a step is taken apart.
+    for whole in (range(1000), range(3, 4), range(0), range(2, 10, 3)):
+        assert encode_offsets(whole) == encode_offsets(list(whole))
     for offsets in cases:
         text = encode_offsets(offsets)
         assert list(decode_offsets(text)) == sorted(set(offsets)) if offsets else text == ""

@@ -218,6 +218,19 @@ async def test_add_many_writes_packed_addresses_as_they_are(redis: Redis) -> Non
     assert [a for k in (0, 1) for a in got[k].addresses] == ["+8613900000000", *kept]
 
 
+async def test_a_whole_batch_moves_as_a_range(redis: Redis) -> None:
+    store = DeliveryStore(redis, Keys())
+    await store.start_plan("alert3", {"status": "planning", "prio": "hi"})
+    record = BatchRecord.encode("sms", 0, [f"+86137{i:08d}" for i in range(5)], priority="hi")
+    await store.add_batch("alert3", record, "sms", ["371721"], [0] * 5)
+    batch, claim = await store.claim("alert3", 0, None, reclaimed=False, known=None)
+    assert batch is not None and claim.offsets == range(5)
+    part = await store.move(batch, [1, 3], "s", DeliveryState.SENT, bump="1")
+    assert part.offsets == [1, 3]
+    rest = await store.move(batch, None, "s", DeliveryState.SENT, bump="1")
+    assert list(rest.offsets) == [0, 2, 4]  # not all moved: the offsets themselves
+
+
 def test_endpoint_columns_decode_packed_addresses_when_read() -> None:
     packed = np.array([b"+8613800000001", b"+8613800000002"], dtype="S16")
     col = EndpointColumns(

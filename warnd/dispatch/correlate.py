@@ -30,6 +30,8 @@ def encode_offsets(offsets: Sequence[int]) -> str:
     """``[0, 1, 2, 5, 7, 8]`` → ``"0-2,5,7-8"`` (in any order, repeats once)."""
     if not len(offsets):
         return ""
+    if isinstance(offsets, range) and offsets.step == 1:
+        return str(offsets[0]) if len(offsets) == 1 else f"{offsets[0]}-{offsets[-1]}"
     given = np.asarray(offsets, dtype=np.int64)
     if len(given) == 1 or bool((np.diff(given) == 1).all()):
         a, b = int(given[0]), int(given[-1])  # the usual request: one run, in order
@@ -69,12 +71,13 @@ def request_entries(
         receipts = items.receipts
         if receipts.request_id is None:
             return {}
-        groups = {receipts.request_id: list(items.offsets)}
+        groups: dict[str, Sequence[int]] = {receipts.request_id: items.offsets}
     else:
-        groups = {}
+        lists: dict[str, list[int]] = {}
         for j, r in items:
             if r.request_id:
-                groups.setdefault(r.request_id, []).append(j)
+                lists.setdefault(r.request_id, []).append(j)
+        groups = dict(lists)
     return {
         REQUEST_PREFIX + rid: f"{alert_id}.{batch}.{encode_offsets(offsets)}"
         for rid, offsets in groups.items()

@@ -213,7 +213,7 @@ class Reconciler:
             ids = receipt_ids(self.channel, batch.alert_id, batch.index, sent)
             await self.store.remember_provider_ids(self.name, ids)
             if batch.group and self.on_sent is not None and moved.offsets:
-                await self.on_sent(batch, moved.offsets, {})
+                await self.on_sent(batch, list(moved.offsets), {})
         if dead:
             reasons = dict(dead)
             moved = await self.store.move(batch, list(reasons), _UNCERTAIN, DeliveryState.FAILED)

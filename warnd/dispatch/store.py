@@ -214,8 +214,8 @@ class BatchRecord:
 class Moved:
     """What a state move changed."""
 
-    offsets: list[int]
-    """Offsets moved (in the batch)."""
+    offsets: Sequence[int]
+    """Offsets moved (in the batch): a ``range`` when the whole batch moved."""
     stale: list[int]
     """``sending`` offsets of a reclaimed entry (claim only)."""
     attempts: list[int]
@@ -227,6 +227,12 @@ def _offsets(raw: str, n: int) -> list[int]:
     if raw == "*":
         return list(range(n))
     return [int(x) for x in raw.split(",") if x]
+
+
+def _moved_offsets(raw: str, n: int) -> Sequence[int]:
+    """:func:`_offsets` of the moved ones: the whole batch stays a ``range``
+    (no list of a thousand offsets is made, compared or encoded)."""
+    return range(n) if raw == "*" else _offsets(raw, n)
 
 
 @dataclass(slots=True)
@@ -411,7 +417,7 @@ class DeliveryStore:
     def _moved(batch: BatchRecord, res: Any) -> Moved:
         moved, stale, ats, _count, final = cast(list[Any], res)
         return Moved(
-            _offsets(str(moved), batch.size),
+            _moved_offsets(str(moved), batch.size),
             _offsets(str(stale), batch.size),
             _offsets(str(ats), 1 << 30),
             DeliveryState.of(str(final)),
@@ -486,7 +492,7 @@ class DeliveryStore:
         batch = known or BatchRecord.decode(alert_id, k, int(base), str(raw), str(hist))
         n = int(n)
         return batch, Moved(
-            _offsets(str(moved), n),
+            _moved_offsets(str(moved), n),
             _offsets(str(stale), n),
             _offsets(str(ats), 1 << 30),
             DeliveryState.of(str(to)),

@@ -392,11 +392,11 @@ class ChannelWorker:
                     deliveries=len(claim.offsets),
                 )
             return
-        send = list(claim.offsets)
+        send: Sequence[int] = claim.offsets  # the whole batch: a range, not copied
         settled: list[tuple[int, Receipt]] = []
         if claim.stale:
             more, settled = await self._reconcile(batch, claim.stale)
-            send += more
+            send = [*send, *more]
         if not send and not settled:
             if tokens is not None:
                 await tokens.wait(wire.replies, 0)
@@ -414,10 +414,10 @@ class ChannelWorker:
             plan = await self._plan(aid)
             message = await self._message(aid, batch.variant)
             receipts = await self._send(batch, send, message, plan)
-        at: list[int] = send
+        at: Sequence[int] = send
         if settled:
             receipts = [r for _, r in settled] + list(receipts)
-            at = [j for j, _ in settled] + send
+            at = [j for j, _ in settled] + list(send)
         await persist(lambda: self.record(batch, receipts, at), "record outcomes")
 
     async def _reconcile(
@@ -490,7 +490,7 @@ class ChannelWorker:
         """Send to ``offsets``; one receipt each, in the same order."""
         addresses = batch.addresses
         whole = range(len(addresses))
-        if len(offsets) == len(addresses) and list(offsets) == list(whole):
+        if offsets == whole or (len(offsets) == len(addresses) and list(offsets) == list(whole)):
             offsets = whole  # the whole batch, in order: no copy of the addresses
         ids = DeliveryIds(f"{batch.alert_id}.{batch.index}.", offsets)
         targets = Targets(ids, addresses if offsets is whole else [addresses[j] for j in offsets])
@@ -641,7 +641,7 @@ class ChannelWorker:
         return moved
 
     async def _overtaken(
-        self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]], moved: list[int]
+        self, batch: BatchRecord, items: Sequence[tuple[int, Receipt]], moved: Sequence[int]
     ) -> list[int]:
         """Sent deliveries whose asynchronous receipt arrived before this record
         (a fast gateway's delivery report): their attempt still counts, and a
@@ -653,7 +653,7 @@ class ChannelWorker:
                 break
             got = await self.store.move(batch, rest, state.code, state, bump="1")
             if state is DeliveryState.DELIVERED:
-                delivered = got.offsets
+                delivered = list(got.offsets)
             rest = sorted(set(rest) - set(got.offsets))
         return delivered
 
