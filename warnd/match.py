@@ -453,26 +453,13 @@ class SubscriberIndex:
         else:
             held[slots] = [a if a is not None else "" for a in column]
 
-    def addresses(self, c: int, slots: npt.NDArray[Any]) -> list[str]:
-        """The addresses on channel ``c`` (an index of :data:`CHANNELS`) of these
-        slots, which must have one (see :attr:`chan`)."""
-        return self.addresses_packed(c, slots)[0]
-
-    def addresses_packed(
-        self, c: int, slots: npt.NDArray[Any]
-    ) -> tuple[list[str], npt.NDArray[Any] | None]:
-        """:meth:`addresses`, and the same as the index packs them (``None``
-        when the column is not packed)."""
-        text, raw = self.address_column(c, slots)
-        if text is None:
-            return list(map(bytes.decode, cast(npt.NDArray[Any], raw).tolist())), raw
-        return text, raw
-
     def address_column(
         self, c: int, slots: npt.NDArray[Any]
     ) -> tuple[list[str] | None, npt.NDArray[Any] | None]:
-        """The addresses of :meth:`addresses` as the index holds them: packed
-        (``(None, bytes)``, not decoded) or as text (``(text, None)``)."""
+        """The addresses on channel ``c`` (an index of :data:`CHANNELS`) of these
+        slots, which must have one (see :attr:`chan`), as the index holds them:
+        packed (``(None, bytes)``, not decoded: :func:`decode_packed`) or as
+        text (``(text, None)``)."""
         column = self.addr[c]
         if column is None:
             return [""] * len(slots), None
@@ -624,6 +611,11 @@ class Delivery:
     ack_required: bool
 
 
+def decode_packed(packed: npt.NDArray[Any]) -> list[str]:
+    """Addresses as the index packs them (``S<n>``, UTF-8) made text."""
+    return list(map(bytes.decode, packed.tolist()))
+
+
 @dataclass(slots=True)
 class EndpointColumns:
     """One channel's deliveries in a span of an audience, as parallel columns.
@@ -662,8 +654,7 @@ class EndpointColumns:
     @property
     def addresses(self) -> list[str]:
         if self.text is None:
-            packed = cast(npt.NDArray[Any], self.packed)
-            self.text = list(map(bytes.decode, packed.tolist()))
+            self.text = decode_packed(cast(npt.NDArray[Any], self.packed))
         return self.text
 
     @property

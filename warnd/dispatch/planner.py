@@ -61,7 +61,7 @@ from warnd.dispatch.store import (
 )
 from warnd.ingest import Accepted
 from warnd.keys import Keys
-from warnd.match import Audience, EndpointColumns, FirstEndpoints, Matcher
+from warnd.match import Audience, EndpointColumns, FirstEndpoints, Matcher, decode_packed
 from warnd.model import Alert, Info, Level, MsgType
 from warnd.render import Renderer
 from warnd.store import AlertRecord, AlertState, AlertStore
@@ -252,7 +252,7 @@ class PlanWriter:
         groups and for kinds other than ``alert`` (kept only then).
         """
         if isinstance(addresses, np.ndarray) and (first is None or kind == "notice"):
-            addresses = list(map(bytes.decode, addresses.tolist()))
+            addresses = decode_packed(addresses)
         n = len(addresses)
         area = (
             self.area_numbers(area_keys)

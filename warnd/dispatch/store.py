@@ -223,16 +223,15 @@ class Moved:
     to: DeliveryState
 
 
-def _offsets(raw: str, n: int) -> list[int]:
-    if raw == "*":
-        return list(range(n))
+def _offsets(raw: str) -> list[int]:
+    """A script's comma-separated numbers (offsets, attempts)."""
     return [int(x) for x in raw.split(",") if x]
 
 
 def _moved_offsets(raw: str, n: int) -> Sequence[int]:
-    """:func:`_offsets` of the moved ones: the whole batch stays a ``range``
-    (no list of a thousand offsets is made, compared or encoded)."""
-    return range(n) if raw == "*" else _offsets(raw, n)
+    """The offsets a script moved; ``*``, the whole batch of ``n``, stays a
+    ``range`` (no list of a thousand offsets is made, compared or encoded)."""
+    return range(n) if raw == "*" else _offsets(raw)
 
 
 @dataclass(slots=True)
@@ -418,8 +417,8 @@ class DeliveryStore:
         moved, stale, ats, _count, final = cast(list[Any], res)
         return Moved(
             _moved_offsets(str(moved), batch.size),
-            _offsets(str(stale), batch.size),
-            _offsets(str(ats), 1 << 30),
+            _offsets(str(stale)),
+            _offsets(str(ats)),
             DeliveryState.of(str(final)),
         )
 
@@ -493,8 +492,8 @@ class DeliveryStore:
         n = int(n)
         return batch, Moved(
             _moved_offsets(str(moved), n),
-            _offsets(str(stale), n),
-            _offsets(str(ats), 1 << 30),
+            _offsets(str(stale)),
+            _offsets(str(ats)),
             DeliveryState.of(str(to)),
         )
 
