@@ -241,7 +241,7 @@ class Stage:
         pids0 = await self._provider_ids_bytes()
         procs = self._cpu_procs()
         cpu0 = _cpu(procs)
-        wait0 = _run_queue(procs)
+        wait0, loop0 = _run_queue(procs)
         traffic0 = await redis_traffic(self.redis)
         peak = {"rss": 0}
         sampling = asyncio.create_task(self._sample_rss(peak))
@@ -261,7 +261,7 @@ class Stage:
         for key in await self.store.all_keys(aid):
             records += int(await self.redis.memory_usage(key, samples=0) or 0)
         cpu1 = _cpu(procs)
-        wait1 = _run_queue(procs)
+        wait1, loop1 = _run_queue(procs)
         traffic1 = await redis_traffic(self.redis)
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -289,6 +289,7 @@ class Stage:
             "sampled_rss_mib": peak["rss"] / 2**20,
             "requests": st["requests"],
             "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1},
+            "warnd_loop_cpu_s": round(loop1 - loop0, 2),
             "run_queue_s": {k: round(wait1[k] - wait0.get(k, 0.0), 2) for k in wait1},
             "redis_traffic": {
                 k: v - traffic0.get(k, 0) for k, v in traffic1.items() if v != traffic0.get(k, 0)
@@ -297,8 +298,8 @@ class Stage:
         print(
             f"  {label}: {deliveries:,} deliveries in {took:.2f} s → {out['rate']:,.0f}/s;"
             f" first send {out['first_ms']:.0f} ms; {st['requests']:,} requests;"
-            f" Redis {out['redis_bytes_per_delivery']:.1f} B/delivery; CPU s {out['cpu_s']};"
-            f" waiting for a core s {out['run_queue_s']}",
+            f" Redis {out['redis_bytes_per_delivery']:.1f} B/delivery; CPU s {out['cpu_s']}"
+            f" (event loop {out['warnd_loop_cpu_s']}); waiting for a core s {out['run_queue_s']}",
             flush=True,
         )
         return out
@@ -422,25 +423,24 @@ def _cpu(procs: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
-def _run_queue(procs: dict[str, list[int]]) -> dict[str, float]:
+def _run_queue(procs: dict[str, list[int]]) -> tuple[dict[str, float], float]:
     """Seconds each group's threads have spent runnable but waiting for a core
-    (``/proc/<pid>/task/<tid>/schedstat``, second field; 0 where unreadable),
-    and as ``<group> loop CPU`` the CPU seconds of the groups' main threads
-    (warnd's event loop) alone (its first field)."""
-    out: dict[str, float] = {}
+    (``/proc/<pid>/task/<tid>/schedstat``, second field), and the CPU seconds
+    of warnd's main threads (its event loops) alone (the first field); 0
+    where unreadable."""
+    waits: dict[str, float] = {}
+    loop = 0
     for name, pids in procs.items():
-        total = main = 0
+        total = 0
         for pid in pids:
             for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
                 with contextlib.suppress(OSError, ValueError, IndexError):
                     fields = stat.read_text().split()
                     total += int(fields[1])
-                    if stat.parent.name == str(pid):
-                        main += int(fields[0])
-        out[name] = total / 1e9
-        if name == "warnd":
-            out["warnd loop CPU"] = main / 1e9
-    return out
+                    if name == "warnd" and stat.parent.name == str(pid):
+                        loop += int(fields[0])
+        waits[name] = total / 1e9
+    return waits, loop / 1e9
 
 
 async def _peer_json(*args: str, python: str = PYTHON) -> dict[str, Any]:

@@ -390,12 +390,12 @@ class Bench(Stage):
         shape = ["--batch", "1000"] if key == "limit" else ["--robots", "--batch", "50"]
         await self.sink.reset(n)
         procs = {k: v for k, v in self._cpu_procs().items() if k != "warnd"}
-        cpu0, wait0 = _cpu(procs), _run_queue(procs)
+        cpu0, (wait0, _) = _cpu(procs), _run_queue(procs)
         out = await _peer_json(
             *("limit", "--redis", self.redis_server.url, "--sink", self.sink.url),
             *("--recipients", str(n), "--concurrency", str(a.limit_concurrency), *shape),
         )
-        cpu1, wait1 = _cpu(procs), _run_queue(procs)
+        cpu1, (wait1, _) = _cpu(procs), _run_queue(procs)
         ok = self._check_peer(key, await self.sink.stats(), n)
         rate = n / out["seconds"]
         cpu = {"limit": out["cpu_s"]} | {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1}
