@@ -413,33 +413,38 @@ class Bench(Stage):
 
     async def arq_rep(self) -> None:
         """arq: one job per recipient, enqueued one call each (timed from the first
-        enqueue to the last arrival); the worker stays up between rounds. Both run
-        from arq's own virtualenv (``--arq-python``)."""
+        enqueue to the last arrival). Both run from arq's own virtualenv
+        (``--arq-python``). The worker runs for this repetition only: idle, it
+        still polls Redis every ``poll_delay`` (about 6 % of a core here at
+        0.01 s), which would weigh on every measurement after it."""
         a = self.args
         n = a.peer_recipients
-        if self.arq_worker is None:
-            self.arq_worker = Child(
+        self.arq_worker = Child(
+            "arq-worker",
+            [
+                a.arq_python,
+                str(REPO / "bench" / "peers.py"),
                 "arq-worker",
-                [
-                    a.arq_python,
-                    str(REPO / "bench" / "peers.py"),
-                    "arq-worker",
-                    *("--redis", self.redis_server.url, "--sink", self.sink.url),
-                    *("--max-jobs", str(a.arq_max_jobs), "--poll-delay", str(a.arq_poll_delay)),
-                ],
-                self.work / "arq-worker.log",
-            )
-            await self.arq_worker.start("arq worker ready")
-        await self.sink.reset(n)
-        enqueue = _peer_json(
-            "arq-enqueue",
-            "--redis",
-            self.redis_server.url,
-            "--recipients",
-            str(n),
-            python=a.arq_python,
+                *("--redis", self.redis_server.url, "--sink", self.sink.url),
+                *("--max-jobs", str(a.arq_max_jobs), "--poll-delay", str(a.arq_poll_delay)),
+            ],
+            self.work / "arq-worker.log",
         )
-        out, st = await asyncio.gather(enqueue, self.sink.wait(n, stall=a.stall))
+        try:
+            await self.arq_worker.start("arq worker ready")
+            await self.sink.reset(n)
+            enqueue = _peer_json(
+                "arq-enqueue",
+                "--redis",
+                self.redis_server.url,
+                "--recipients",
+                str(n),
+                python=a.arq_python,
+            )
+            out, st = await asyncio.gather(enqueue, self.sink.wait(n, stall=a.stall))
+        finally:
+            self.arq_worker.stop()
+            self.arq_worker = None
         ok = self._check_peer("arq", st, n)
         rate = n / (st["last"] - out["start"]) if st["last"] else 0.0
         print(f"  arq: {n:,} recipients → {rate:,.0f}/s", flush=True)
