@@ -16,7 +16,7 @@ channel's per-day hash (:meth:`warnd.keys.Keys.provider_ids`), kept three days.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -71,13 +71,13 @@ def request_entries(
         receipts = items.receipts
         if receipts.request_id is None:
             return {}
-        groups: dict[str, Sequence[int]] = {receipts.request_id: items.offsets}
+        groups: Mapping[str, Sequence[int]] = {receipts.request_id: items.offsets}
     else:
         lists: dict[str, list[int]] = {}
         for j, r in items:
             if r.request_id:
                 lists.setdefault(r.request_id, []).append(j)
-        groups = dict(lists)
+        groups = lists
     return {
         REQUEST_PREFIX + rid: f"{alert_id}.{batch}.{encode_offsets(offsets)}"
         for rid, offsets in groups.items()
